@@ -1,0 +1,1 @@
+"""Datasets: loaders for the official file formats, window sampling and flips."""
