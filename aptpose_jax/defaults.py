@@ -1,0 +1,126 @@
+"""Default run configuration shared by every file in `configs/`.
+
+A run configuration is plain data (an `ml_collections.ConfigDict` with a locked structure,
+so a typo in a `--config.x.y=...` override is an error). Each file in `configs/` starts from
+`base_config()`, sets what its command in the APTPose README sets, and calls `apply_demo`
+when run with the `demo` argument (`--config=configs/h36m_pretrain.py:demo`).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+DEMO_DATA_ROOT = "data/demo"
+DEMO_WORKDIR = "workdirs/demo"
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Returns the reference defaults (APTPose `common/opt.py`, §4.5) as a ConfigDict."""
+    c = ml_collections.ConfigDict()
+    c.mode = "train"  # "train" (train + evaluate every epoch) or "eval" (one evaluation pass)
+    c.seed = 1  # the reference forces manualSeed = 1 (§4.1)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.stage = "lifter"  # "pretrain" (Stage I), "lifter" (Stage II), "lifter_nomask" (§2.7)
+    c.model.frames = 243
+    c.model.layers = 4
+    c.model.channel = 256
+    c.model.d_hid = 512
+    c.model.sem_layers = 1
+    c.model.n_joints = 17
+    c.model.refine = False
+    c.model.dropout = 0.1
+
+    c.data = ml_collections.ConfigDict()
+    c.data.dataset = "h36m"  # "h36m" or "mpi_inf_3dhp"
+    c.data.root = "data/h36m"
+    c.data.keypoints = "cpn_ft_h36m_dbb"
+    c.data.subjects_train = "S1,S5,S6,S7,S8"
+    c.data.subjects_test = "S9,S11"
+    c.data.actions = "*"
+    c.data.downsample = 1
+    c.data.subset = 1.0
+    c.data.tds = 1
+    c.data.stride = 1
+    c.data.flip_augment = True
+    c.data.test_flip = True  # flip test-time augmentation (§1.10)
+    c.data.source = "npz"  # "npz" (official files) or "tfds" (built TFDS dataset)
+    c.data.tfds_data_dir = ""
+    c.data.demo = False  # generate the demo files into `root` when missing
+    c.data.drop_remainder = True  # training: drop the last partial batch (one compiled shape)
+
+    c.masks = ml_collections.ConfigDict()
+    c.masks.temporal_ratio = 0.0  # -tmr
+    c.masks.joints_per_frame = 0  # -smn
+    c.masks.bones_per_frame = 1  # -bmn
+    c.masks.per_sample = False  # False = one mask set per batch (Q1)
+    c.masks.in_eval = True  # Stage II masks in evaluation too (Q2, reference behaviour)
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.batch_size = 160
+    c.optim.lr = 1e-3
+    c.optim.lr_decay = 0.95  # -lrd, per epoch
+    c.optim.lr_decay_large = 0.5
+    c.optim.large_decay_epoch = 80
+    c.optim.num_epochs = 79  # the reference loops epochs 1..nepoch-1 with nepoch = 80
+    c.optim.max_steps_per_epoch = -1  # > 0 caps an epoch (demo and smoke runs)
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.weights = (1.0, 1.0, 0.5, 0.5)  # pose_seq, pose, bones_seq, bones (§3.3)
+    c.loss.velocity = 0.0  # -w_v (3DHP only)
+
+    c.init = ml_collections.ConfigDict()
+    c.init.from_workdir = ""  # Stage I workdir (finetune) or Stage II workdir (eval)
+    c.init.from_pth = ""  # official .pth file (Stage I for finetune, Stage II for eval)
+    c.init.freeze = False  # --freeze (§2.5, Q27)
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 160
+    c.eval.every_epochs = 1
+    c.eval.max_batches = -1  # > 0 caps the evaluation pass (smoke runs)
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.keep = 2  # latest-k
+    c.checkpoint.every_steps = 0  # > 0: also save inside an epoch every this many steps
+
+    c.log = ml_collections.ConfigDict()
+    c.log.every_steps = 50
+    c.log.tensorboard = True
+    c.log.progress_bar = True
+
+    c.compute_dtype = "float32"  # "bfloat16": bf16 compute with fp32 parameters
+    return c
+
+
+def apply_demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks a configuration so it runs in a few minutes on 2 CPU cores on the demo data.
+
+    The demo data (generated on first use into `data/demo`) has the official file formats,
+    so the same loaders run; only sizes and epoch counts shrink.
+    """
+    c.data.root = DEMO_DATA_ROOT
+    c.data.demo = True
+    c.data.source = "npz"
+    c.model.frames = 27
+    c.model.layers = min(c.model.layers, 3)
+    c.model.channel = 64
+    c.model.d_hid = 128
+    c.optim.batch_size = 64
+    c.optim.num_epochs = 3
+    c.optim.max_steps_per_epoch = 60
+    c.eval.batch_size = 128
+    c.eval.max_batches = 20
+    c.log.every_steps = 20
+    return c
+
+
+def parse_arg(arg: str | None, allowed: tuple[str, ...]) -> set[str]:
+    """Splits a config argument such as "gt,demo" and rejects unknown words."""
+    words = {w.strip() for w in (arg or "").split(",") if w.strip()}
+    unknown = words - set(allowed)
+    if unknown:
+        raise ValueError(
+            f"unknown config argument(s) {sorted(unknown)}; allowed: {', '.join(allowed)} "
+            "(e.g. --config=configs/h36m_eval.py:gt,demo)"
+        )
+    return words
