@@ -146,9 +146,11 @@ def normalize_screen_coordinates(x: np.ndarray, w: float, h: float) -> np.ndarra
     x = np.asarray(x)
     if x.shape[-1] != 2:
         raise ValueError(f"expected (..., 2) coordinates, got shape {x.shape}")
-    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32
-    offset = np.array([1.0, h / w], dtype=dtype)
-    return (x.astype(dtype) / dtype.type(w) * dtype.type(2) - offset).astype(dtype)
+    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float32)
+    # The reference divides in the array's dtype, subtracts the float64 offset list and stores
+    # back into the float32 array; doing the same keeps results bit-identical.
+    scaled = x.astype(dtype) / dtype.type(w) * dtype.type(2)
+    return (scaled.astype(np.float64) - np.array([1.0, h / w])).astype(dtype)
 
 
 def image_coordinates(x: np.ndarray, w: float, h: float) -> np.ndarray:
@@ -156,9 +158,8 @@ def image_coordinates(x: np.ndarray, w: float, h: float) -> np.ndarray:
     x = np.asarray(x)
     if x.shape[-1] != 2:
         raise ValueError(f"expected (..., 2) coordinates, got shape {x.shape}")
-    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32
-    offset = np.array([1.0, h / w], dtype=dtype)
-    return ((x.astype(dtype) + offset) * dtype.type(w) / dtype.type(2)).astype(dtype)
+    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float32)
+    return ((x.astype(np.float64) + np.array([1.0, h / w])) * w / 2).astype(dtype)
 
 
 def _check_cam_idx(cam_idx: int) -> None:

@@ -27,7 +27,10 @@ class PoseSequences:
       joints_left_2d, joints_right_2d: 2D flip lists (from the 2D file's metadata for H36M).
       joints_left_3d, joints_right_3d: 3D flip lists.
       root_joint: 0 for H36M, 14 for 3DHP.
-      cam_indices: per sequence camera index (int) reported as `cam_ind` in batches.
+      cam_indices: per sequence camera index (int) reported as `cam_ind` in batches
+        (None = all 0).
+      frame_info: optional per-frame labels, name -> per sequence (T,) array (e.g. 3DHP
+        "activity" when the file has it), for evaluation breakdowns.
     """
 
     name: str
@@ -44,6 +47,7 @@ class PoseSequences:
     joints_right_3d: tuple[int, ...] = H36M_JOINTS_RIGHT
     root_joint: int = 0
     cam_indices: list[int] | None = None
+    frame_info: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.poses_2d)
