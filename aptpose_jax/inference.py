@@ -1,0 +1,136 @@
+"""Evaluation passes: run the eval step over a whole test set and report the protocols.
+
+`predict` runs the jitted eval step over every test window in order (the last batch padded
+to the compiled shape, padding dropped afterwards) and returns host arrays.
+`evaluate_run` turns them into the dataset's protocol (`evaluate.py`): per-action P1 / P2 /
+N-MPJPE / MPJVE for Human3.6M, PCK / AUC / MPJPE tables for MPI-INF-3DHP, the 2D
+reconstruction error for Stage I. Results go to the log, to `eval_<step>.json` and (3DHP) to
+CSV/JSON tables in the workdir.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+import tqdm
+from absl import logging
+
+from aptpose_jax import checkpointing, evaluate, metrics, sharding
+
+# H36M 3D data is in metres (printed in mm, §1.1); 3DHP is already in millimetres (§1.11).
+_TO_MM = {"h36m": 1000.0, "mpi_inf_3dhp": 1.0}
+
+
+def _eval_inputs(batch: dict, stage: str) -> dict:
+    keys = ["input_2d", "input_2d_flip"] + ([] if stage == "pretrain" else ["gt_3d"])
+    return {k: batch[k] for k in keys if k in batch}
+
+
+def predict(run, params, batch_stats) -> dict[str, np.ndarray]:
+    """Runs the eval step over the test windows in order.
+
+    Returns:
+      Host arrays over the N evaluated windows: Stage I "error" (N,) mean 2D reconstruction
+      error; Stage II "pose" and "target" (N, J, 3) root-zeroed; plus "group" (N,) and
+      "seq" / "frame" (N,) window positions.
+    """
+    cfg, ds = run.config, run.test_ds
+    b = cfg.eval.batch_size
+    sharding.check_batch_size(b, run.mesh, "eval.batch_size")
+    n = len(ds)
+    n_batches = math.ceil(n / b)
+    if cfg.eval.max_batches > 0:
+        n_batches = min(n_batches, cfg.eval.max_batches)
+    eval_key = jax.random.fold_in(run.base_key, 2**31 - 1)  # a stream apart from training
+    outputs, hosts = [], []
+    bar = tqdm.tqdm(
+        range(n_batches),
+        desc="evaluate",
+        unit="batch",
+        disable=not cfg.log.progress_bar or jax.process_index() != 0,
+    )
+    for i in bar:
+        idx = np.arange(i * b, min((i + 1) * b, n))
+        padded = np.concatenate([idx, np.full(b - idx.size, idx[-1])])  # static batch shape
+        batch = ds.get_batch(padded)
+        device_batch = sharding.put_batch(_eval_inputs(batch, cfg.model.stage), run.mesh)
+        outputs.append(
+            run.eval_step(params, batch_stats, device_batch, jax.random.fold_in(eval_key, i))
+        )
+        hosts.append((idx.size, batch["group"], ds.window_seq[idx], ds.window_centre[idx]))
+    fetched = jax.device_get(outputs)
+    result = {
+        k: np.concatenate([o[k][: h[0]] for o, h in zip(fetched, hosts, strict=True)])
+        for k in fetched[0]
+    }
+    result["group"] = np.concatenate([g[:s] for s, g, _, _ in hosts])
+    result["seq"] = np.concatenate([q for _, _, q, _ in hosts])
+    result["frame"] = np.concatenate([f for _, _, _, f in hosts])
+    return result
+
+
+def _velocity_error(pred, target, seq, frame) -> np.ndarray:
+    """Per-pair velocity error along time (Q21 fixed): consecutive frames of one sequence."""
+    same = (seq[1:] == seq[:-1]) & (frame[1:] == frame[:-1] + 1)
+    vel_p = pred[1:] - pred[:-1]  # (N-1, J, 3)
+    vel_t = target[1:] - target[:-1]
+    return np.linalg.norm(vel_p - vel_t, axis=-1).mean(axis=-1)[same]
+
+
+def summarize(run, pred: dict) -> tuple[dict, str]:
+    """Protocol numbers for the predictions of `predict`; returns (summary, text table)."""
+    dataset, stage = run.config.data.dataset, run.config.model.stage
+    group_names = list(run.test_ds.group_names)
+    if stage == "pretrain":  # Stage I: reconstruction error x1000, per group (§3.2)
+        err = pred["error"] * 1000.0
+        table = (
+            evaluate.h36m_action_table(err, err * 0.0, pred["group"], group_names)
+            if dataset == "h36m"
+            else None
+        )
+        p1 = table["p1"] if table else float(err.mean())
+        text = evaluate.format_action_table(table) if table else f"2D error x1000: {p1:.2f}"
+        return {"p1": p1, "p2": 0.0}, text
+    scale = _TO_MM[dataset]
+    pose, target = pred["pose"] * scale, pred["target"] * scale  # mm
+    p1 = metrics.mpjpe_per_pose(pose, target)
+    p2 = metrics.p_mpjpe(pose, target)
+    n1 = metrics.n_mpjpe(pose, target)
+    if dataset == "mpi_inf_3dhp":
+        seq_names = np.asarray(group_names)[pred["group"]]
+        report = evaluate.mpi3dhp_report(pose, target, seq_names)
+        evaluate.write_mpi3dhp_report(report, run.workdir)
+        overall = report["overall"]
+        summary = {
+            "p1": float(p1.mean()),
+            "p2": float(p2.mean()),
+            "pck": overall["pck"],
+            "auc": overall["auc"],
+        }
+        return summary, evaluate.format_mpi3dhp_report(report)
+    table = evaluate.h36m_action_table(p1, p2, pred["group"], group_names, n_mpjpe=n1)
+    vel = _velocity_error(pose, target, pred["seq"], pred["frame"])
+    summary = {
+        "p1": table["p1"],
+        "p2": table["p2"],
+        "n_mpjpe": float(n1.mean()),
+        "mpjve": float(vel.mean()) if vel.size else math.nan,
+    }
+    return summary, evaluate.format_action_table(table)
+
+
+def evaluate_run(run, log, step: int, state=None) -> dict:
+    """Evaluates the run's current (or given) weights, logs and writes the results."""
+    params = run.params if state is None else state.params
+    batch_stats = run.batch_stats if state is None else state.batch_stats
+    pred = predict(run, params, batch_stats)
+    summary, text = summarize(run, pred)
+    log.scalars({f"eval/{k}": v for k, v in summary.items()}, step)
+    logging.info("evaluation at step %d:\n%s", step, text)
+    checkpointing.write_json_atomic(
+        run.workdir / f"eval_{step:08d}.json", {"step": step, **summary, "table": text}
+    )
+    summary["table"] = text
+    return summary

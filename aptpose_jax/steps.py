@@ -1,0 +1,171 @@
+"""Pure train / eval step functions (jit-compiled by `train.py`).
+
+The model travels through the steps as NNX state: `nnx.split(model)` gives a static graph
+definition plus the parameters (`nnx.Param`), the BatchNorm running statistics
+(`nnx.BatchStat`) and whatever else the model holds (dropout RNG streams). A step merges
+them into a model, runs it and returns new states; nothing is mutated in place, so a step is
+a pure function of (state, batch, key) and is reproducible bit for bit on CPU.
+
+Randomness: masks and dropout come from the `key` argument, which the trainer derives from
+(seed, global step) — a resumed run draws exactly what the uninterrupted run drew.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from aptpose_jax import flip, losses
+from aptpose_jax.masking import MaskSpec, draw_masks, no_masks
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a training step updates."""
+
+    params: Any  # nnx.State of nnx.Param
+    batch_stats: Any  # nnx.State of nnx.BatchStat
+    opt_state: Any  # optax state over params
+    step: jax.Array  # () int32, global step count
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """Static facts a step needs (hashable; closed over by the jitted function).
+
+    Attributes:
+      stage: "pretrain", "lifter" or "lifter_nomask".
+      mask_spec: how to draw the masks.
+      masks_in_eval: draw Stage II masks in evaluation too (Q2, reference default).
+      loss_weights: Stage II weights of (pose_seq, pose, bones_seq, bones).
+      velocity_weight: 3DHP velocity loss weight (-w_v).
+      root: root joint index (0 H36M, 14 3DHP).
+      bone_pairs: the bone pairs for the bone-vector targets (H36M pairs, also on 3DHP, Q22).
+      joints_left / joints_right: lists used to un-flip outputs in test-time augmentation.
+      test_flip: average with the un-flipped output of the flipped input (§1.10).
+
+    The compute dtype (bf16 option) is a model property (`ModelConfig.dtype`): parameters
+    stay float32 and outputs come back float32.
+    """
+
+    stage: str
+    mask_spec: MaskSpec
+    masks_in_eval: bool = True
+    loss_weights: tuple = (1.0, 1.0, 0.5, 0.5)
+    velocity_weight: float = 0.0
+    root: int = 0
+    bone_pairs: tuple = ()
+    joints_left: tuple = ()
+    joints_right: tuple = ()
+    test_flip: bool = True
+
+
+def _masks(cfg: StepConfig, key: jax.Array, batch_size: int, use: bool):
+    if not use or cfg.stage == "lifter_nomask":
+        spec = cfg.mask_spec
+        if cfg.stage == "pretrain":  # the temporal mask is Stage I's input selection
+            return draw_masks(
+                key,
+                dataclasses.replace(
+                    spec,
+                    joints_per_frame=0,
+                    bones_per_frame=0,
+                    limbs_per_frame=0,
+                    half_bodies_per_frame=0,
+                    per_sample=False,
+                ),
+            )
+        return no_masks(spec.frames, spec.n_joints)
+    return draw_masks(key, cfg.mask_spec, batch_size)
+
+
+def _forward(model, cfg: StepConfig, x, masks):
+    out = model(x, None if cfg.stage == "lifter_nomask" else masks)
+    return {k: v.astype(jnp.float32) for k, v in out.items()}
+
+
+def _loss(cfg: StepConfig, out, batch, masks):
+    if cfg.stage == "pretrain":
+        loss = losses.pretrain_loss(out["recon"], batch["input_2d"], masks.temporal)
+        return loss, {"loss": loss}
+    loss, terms = losses.lifter_loss(
+        out,
+        batch["gt_3d"],
+        root=cfg.root,
+        weights=cfg.loss_weights,
+        bone_pairs=cfg.bone_pairs,
+        velocity_weight=cfg.velocity_weight,
+    )
+    # The reference logs the per-frame MPJPE with the predicted root zeroed (§3.3).
+    pred = out["pose_seq"].at[:, :, cfg.root].set(0.0)
+    target = batch["gt_3d"].at[:, :, cfg.root].set(0.0)
+    mpjpe = jnp.mean(jnp.linalg.norm(pred - target, axis=-1))
+    return loss, {"loss": loss, "mpjpe": mpjpe, **{f"loss_{k}": v for k, v in terms.items()}}
+
+
+def make_train_step(graphdef, rest, cfg: StepConfig, tx: optax.GradientTransformation):
+    """Builds `train_step(state, batch, key, lr) -> (state, metrics)` (not yet jitted).
+
+    Args:
+      graphdef: static NNX graph of the model in training mode.
+      rest: the model's remaining state (RNG streams), re-seeded from `key` every step.
+      cfg: static step facts.
+      tx: gradient transformation producing unit-lr updates (Adam/AMSGrad direction); the
+        learning rate is applied here so that changing it per epoch needs no recompile.
+    """
+
+    def train_step(state: TrainState, batch, key, lr):
+        mask_key, dropout_key = jax.random.split(key)
+        masks = _masks(cfg, mask_key, batch["input_2d"].shape[0], use=True)
+
+        def loss_fn(params):
+            model = nnx.merge(graphdef, params, state.batch_stats, rest)
+            nnx.reseed(model, dropout=dropout_key)
+            out = _forward(model, cfg, batch["input_2d"], masks)
+            loss, metrics = _loss(cfg, out, batch, masks)
+            return loss, (metrics, nnx.state(model, nnx.BatchStat))
+
+        grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = jax.tree.map(lambda p, u: p - lr * u.astype(p.dtype), state.params, updates)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        new_state = state.replace(
+            params=params, batch_stats=batch_stats, opt_state=opt_state, step=state.step + 1
+        )
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(graphdef, rest, cfg: StepConfig):
+    """Builds `eval_step(params, batch_stats, batch, key) -> predictions` (not yet jitted).
+
+    Returns per sample, for Stage II: `pose` (B, J, 3) centre-frame prediction after flip TTA
+    with the root zeroed, `target` (B, J, 3) root-zeroed; for Stage I: `error` (B,), the mean
+    2D distance between the reconstruction and the re-ordered input (Q8). The same masks serve
+    both TTA passes (§1.10).
+    """
+
+    def eval_step(params, batch_stats, batch, key):
+        model = nnx.merge(graphdef, params, batch_stats, rest)
+        x = batch["input_2d"]
+        masks = _masks(cfg, key, x.shape[0], use=cfg.masks_in_eval)
+        name = "recon" if cfg.stage == "pretrain" else "pose"
+        pred = _forward(model, cfg, x, masks)[name]
+        if cfg.test_flip and "input_2d_flip" in batch:
+            pred_flip = _forward(model, cfg, batch["input_2d_flip"], masks)[name]
+            pred = flip.tta_average(pred, pred_flip, cfg.joints_left, cfg.joints_right)
+        if cfg.stage == "pretrain":  # per-sample mean 2D error over all frames (§3.2)
+            target = losses.pretrain_target(x, masks.temporal)  # (B, F, J, 2)
+            return {"error": jnp.linalg.norm(pred - target, axis=-1).mean(axis=(1, 2))}
+        pose = pred[:, 0].at[:, cfg.root].set(0.0)  # (B, J, 3)
+        target = batch["gt_3d"][:, 0].at[:, cfg.root].set(0.0)  # (B, J, 3)
+        return {"pose": pose, "target": target}
+
+    return eval_step
