@@ -1,0 +1,91 @@
+"""Save / restore a model's state (parameters + BatchNorm statistics) with orbax.
+
+Layout of a model directory: `state/` (orbax StandardCheckpointer, the pure dict of the
+`nnx.Param` and `nnx.BatchStat` variables) and `model_config.json` (`ModelConfig` fields).
+Writes are atomic: everything goes to a temporary sibling directory that is renamed at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from aptpose_jax.models import ModelConfig, build_model
+
+STATE_FILTER = nnx.Any(nnx.Param, nnx.BatchStat)
+CONFIG_FILE = "model_config.json"
+
+
+def model_arrays(model: nnx.Module) -> dict[tuple, np.ndarray]:
+    """Flat NNX path -> numpy array of every parameter and BatchNorm statistic."""
+    flat = nnx.to_flat_state(nnx.state(model, STATE_FILTER))
+    return {tuple(path): np.asarray(var[...]) for path, var in flat}
+
+
+def save_model(model: nnx.Module, cfg: ModelConfig, directory: str | os.PathLike) -> pathlib.Path:
+    """Writes `model`'s state and `cfg` to `directory` (must not exist yet), atomically.
+
+    Args:
+      model: the NNX model to save.
+      cfg: its configuration (written to `model_config.json`).
+      directory: output directory; made absolute (orbax needs absolute paths).
+
+    Returns:
+      The absolute output path.
+
+    Raises:
+      FileExistsError: if `directory` exists (remove it or choose another path).
+    """
+    out = pathlib.Path(directory).expanduser().resolve()
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; remove it or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        state = nnx.to_pure_dict(nnx.state(model, STATE_FILTER))
+        ckptr = ocp.StandardCheckpointer()
+        ckptr.save(tmp / "state", state)
+        ckptr.wait_until_finished()
+        (tmp / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_config(directory: str | os.PathLike) -> ModelConfig:
+    """Reads `model_config.json` of a model directory."""
+    path = pathlib.Path(directory).expanduser().resolve() / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: not a model directory written by save_model")
+    return ModelConfig(**json.loads(path.read_text()))
+
+
+def restore_model_state(model: nnx.Module, directory: str | os.PathLike) -> nnx.Module:
+    """Restores parameters and BatchNorm statistics saved by `save_model` into `model` in place."""
+    path = pathlib.Path(directory).expanduser().resolve() / "state"
+    state = nnx.state(model, STATE_FILTER)
+    target = jax.tree.map(np.asarray, nnx.to_pure_dict(state))
+    restored = ocp.StandardCheckpointer().restore(path, target)
+    nnx.replace_by_pure_dict(state, restored)
+    nnx.update(model, state)
+    return model
+
+
+def load_model(directory: str | os.PathLike, *, seed: int = 0) -> tuple[nnx.Module, ModelConfig]:
+    """Builds the model described by `model_config.json` and restores its state (eval mode)."""
+    cfg = read_config(directory)
+    model = build_model(cfg, nnx.Rngs(params=seed, dropout=seed))
+    restore_model_state(model, directory)
+    model.eval()
+    return model, cfg

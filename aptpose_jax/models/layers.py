@@ -1,0 +1,377 @@
+"""Building blocks of the APTPose models (reference §2.1), channels-last.
+
+Every block works on `(B, T, C)` tensors: PyTorch's channels-first Conv1d with kernel size 1
+is a dense layer over the last axis, so no transposes are needed. Attribute names mirror the
+PyTorch module tree (`linears`, `sublayer`, `feed_forward`, `w_1`, `bn_1`, ...) so the converter
+maps state_dict keys by rule (`aptpose_jax/convert/mapping.py`).
+
+Parameters and normalisation statistics are float32; `dtype` only sets the operand dtype of the
+matmuls (bfloat16 uses AMX/tensor cores and accumulates in float32).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+F32 = jnp.float32
+
+
+def _torch_uniform(rngs: nnx.Rngs, shape, fan_in: int) -> jax.Array:
+    """PyTorch's default Linear/Conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (§2.1)."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return jax.random.uniform(rngs.params(), shape, F32, -bound, bound)
+
+
+def matmul(x: jax.Array, w: jax.Array, dtype) -> jax.Array:
+    """`x @ w` over the last axis of x with operands in `dtype`, float32 result."""
+    return jnp.matmul(x.astype(dtype), w.astype(dtype), preferred_element_type=F32)
+
+
+class Linear(nnx.Module):
+    """Dense layer = PyTorch Linear, or Conv1d with kernel size 1 on channels-last input."""
+
+    def __init__(self, d_in: int, d_out: int, *, bias: bool = True, dtype=F32, rngs: nnx.Rngs):
+        self.kernel = nnx.Param(_torch_uniform(rngs, (d_in, d_out), d_in))  # (in, out)
+        self.bias = nnx.Param(_torch_uniform(rngs, (d_out,), d_in)) if bias else None
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = matmul(x, self.kernel[...], self.dtype)
+        return y if self.bias is None else y + self.bias[...]
+
+
+class StridedConv(nnx.Module):
+    """Conv1d(d_in, d_out, k=3, stride, padding=1) over time on `(B, T, C)` input (§2.1)."""
+
+    def __init__(self, d_in: int, d_out: int, stride: int, *, dtype=F32, rngs: nnx.Rngs):
+        self.kernel = nnx.Param(_torch_uniform(rngs, (3, d_in, d_out), 3 * d_in))  # (k, in, out)
+        self.bias = nnx.Param(_torch_uniform(rngs, (d_out,), 3 * d_in))
+        self.stride = stride
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        t_in, s = x.shape[1], self.stride
+        t_out = (t_in - 1) // s + 1
+        xp = jnp.pad(x, ((0, 0), (1, 1), (0, 0)))  # (B, T + 2, C) zero padding 1
+        # Output step t sees padded steps s*t + k, k = 0, 1, 2: three strided views, one matmul.
+        taps = [xp[:, k : k + s * (t_out - 1) + 1 : s] for k in range(3)]  # 3 x (B, T', C)
+        cat = jnp.concatenate(taps, axis=-1)  # (B, T', 3C), channel index k*C + c
+        w = self.kernel[...].reshape(-1, self.kernel.shape[-1])  # (3C, out)
+        return matmul(cat, w, self.dtype) + self.bias[...]
+
+
+class LayerNorm(nnx.Module):
+    """The reference LayerNorm (Q5): unbiased std, eps 1e-6 added to the std."""
+
+    def __init__(self, features: int, eps: float = 1e-6):
+        self.a_2 = nnx.Param(jnp.ones((features,), F32))
+        self.b_2 = nnx.Param(jnp.zeros((features,), F32))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        mean = x.mean(-1, keepdims=True)
+        xc = x - mean
+        std = jnp.sqrt(jnp.sum(xc * xc, -1, keepdims=True) / (x.shape[-1] - 1))  # N-1 (Q5)
+        return self.a_2[...] * xc / (std + self.eps) + self.b_2[...]
+
+
+class BatchNorm(nnx.Module):
+    """PyTorch BatchNorm1d on `(..., C)`: statistics over every axis but the last.
+
+    Training normalises with the biased batch variance and updates `var` with the unbiased one,
+    `running = 0.9 * running + 0.1 * batch` (PyTorch momentum 0.1), eps 1e-5 (§2.1).
+    `use_running_average` is toggled by `.eval()` / `.train()`; `frozen` keeps the module in eval
+    mode whatever `.train()` says (the `--freeze` option, Q27).
+    """
+
+    def __init__(self, features: int, *, momentum: float = 0.1, eps: float = 1e-5):
+        self.scale = nnx.Param(jnp.ones((features,), F32))
+        self.bias = nnx.Param(jnp.zeros((features,), F32))
+        self.mean = nnx.BatchStat(jnp.zeros((features,), F32))
+        self.var = nnx.BatchStat(jnp.ones((features,), F32))
+        self.momentum = momentum
+        self.eps = eps
+        self.use_running_average = False
+        self.frozen = False
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.use_running_average or self.frozen:
+            mean, var = self.mean[...], self.var[...]
+        else:
+            axes = tuple(range(x.ndim - 1))
+            n = x.size // x.shape[-1]
+            mean = x.mean(axes)
+            var = jnp.mean(jnp.square(x - mean), axes)  # biased: used to normalise
+            m = self.momentum
+            self.mean[...] = (1 - m) * self.mean[...] + m * jax.lax.stop_gradient(mean)
+            unbiased = jax.lax.stop_gradient(var) * (n / max(n - 1, 1))
+            self.var[...] = (1 - m) * self.var[...] + m * unbiased
+        inv = jax.lax.rsqrt(var + self.eps) * self.scale[...]
+        return (x - mean) * inv + self.bias[...]
+
+
+class MultiHeadedAttention(nnx.Module):
+    """8-head self-attention; `linears[0..3]` = Q, K, V, output projections (§2.1)."""
+
+    def __init__(self, h: int, d_model: int, dropout: float, *, dtype=F32, rngs: nnx.Rngs):
+        self.linears = nnx.List(
+            [Linear(d_model, d_model, dtype=dtype, rngs=rngs) for _ in range(4)]
+        )
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.h = h
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, t, c = x.shape
+        d_k = c // self.h
+        # Q, K and V projections fused into one matmul over concatenated kernels.
+        w = jnp.concatenate([lin.kernel[...] for lin in self.linears[:3]], axis=1)  # (C, 3C)
+        bias = jnp.concatenate([lin.bias[...] for lin in self.linears[:3]])  # (3C,)
+        qkv = (matmul(x, w, self.dtype) + bias).reshape(b, t, 3, self.h, d_k)  # (B, T, 3, h, dk)
+        q, k, v = (qkv[:, :, i].astype(self.dtype) for i in range(3))  # (B, T, h, dk)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=F32)  # (B, h, T, T)
+        p = jax.nn.softmax(scores / math.sqrt(d_k), axis=-1)
+        p = self.dropout(p)
+        out = jnp.einsum("bhqk,bkhd->bqhd", p.astype(self.dtype), v, preferred_element_type=F32)
+        return self.linears[3](out.reshape(b, t, c))  # heads concatenated head-major (B, T, C)
+
+
+class PositionwiseFeedForward(nnx.Module):
+    """Linear(d, H) -> ReLU -> Dropout -> Linear(H, d) (the reference calls the ReLU `gelu`)."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float, *, dtype=F32, rngs: nnx.Rngs):
+        self.w_1 = Linear(d_model, d_ff, dtype=dtype, rngs=rngs)
+        self.w_2 = Linear(d_ff, d_model, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.w_2(self.dropout(jax.nn.relu(self.w_1(x))))
+
+
+class SublayerConnection(nnx.Module):
+    """Holds the pre-norm of a residual sublayer: `x + Dropout(f(LN(x)))`."""
+
+    def __init__(self, d_model: int, dropout: float, *, rngs: nnx.Rngs):
+        self.norm = LayerNorm(d_model)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+    def __call__(self, x: jax.Array, fn) -> jax.Array:
+        return x + self.dropout(fn(self.norm(x)))
+
+
+class EncoderLayer(nnx.Module):
+    """Vanilla pre-norm transformer layer: attention sublayer then FFN sublayer (§2.1)."""
+
+    def __init__(self, d_model: int, d_ff: int, h: int, dropout: float, *, dtype, rngs):
+        self.self_attn = MultiHeadedAttention(h, d_model, dropout, dtype=dtype, rngs=rngs)
+        self.feed_forward = PositionwiseFeedForward(d_model, d_ff, dropout, dtype=dtype, rngs=rngs)
+        self.sublayer = nnx.List(
+            [SublayerConnection(d_model, dropout, rngs=rngs) for _ in range(2)]
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.sublayer[0](x, self.self_attn)
+        return self.sublayer[1](x, self.feed_forward)
+
+
+class Encoder(nnx.Module):
+    """Stack of `n_layers` encoder layers; `norm` exists but is never applied (Q6)."""
+
+    def __init__(
+        self,
+        n_layers: int,
+        d_model: int,
+        d_ff: int,
+        h: int,
+        dropout: float,
+        *,
+        dtype,
+        rngs: nnx.Rngs,
+    ):
+        self.layers = nnx.List(
+            [
+                EncoderLayer(d_model, d_ff, h, dropout, dtype=dtype, rngs=rngs)
+                for _ in range(n_layers)
+            ]
+        )
+        self.norm = LayerNorm(d_model)  # unused (Q6), kept so parameter counts match §2.4
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class VanillaTransformer(nnx.Module):
+    """Learned positional embedding + `Encoder` (the reference `Transformer`, §2.1).
+
+    With `pos_length=None` there is no embedding (the Stage I decoder, `Transformer_dec`).
+    """
+
+    def __init__(
+        self,
+        n_layers: int,
+        d_model: int,
+        d_ff: int,
+        pos_length: int | None,
+        *,
+        h: int = 8,
+        dropout: float = 0.1,
+        dtype=F32,
+        rngs: nnx.Rngs,
+    ):
+        if pos_length is not None:
+            self.pos_embedding = nnx.Param(
+                jax.random.normal(rngs.params(), (1, pos_length, d_model))
+            )
+        self.model = Encoder(n_layers, d_model, d_ff, h, dropout, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.model(x + self.pos_embedding[...])  # functional form of the in-place add (Q7)
+
+
+class StridedFeedForward(nnx.Module):
+    """Conv1d(d, H, k=1) -> ReLU -> Dropout -> Conv1d(H, d, k=3, stride s, padding 1) (§2.1)."""
+
+    def __init__(self, d_model: int, d_ff: int, stride: int, dropout: float, *, dtype, rngs):
+        self.w_1 = Linear(d_model, d_ff, dtype=dtype, rngs=rngs)
+        self.w_2 = StridedConv(d_ff, d_model, stride, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.w_2(self.dropout(jax.nn.relu(self.w_1(x))))
+
+
+class StridedLayer(nnx.Module):
+    """Strided transformer layer: plain attention residual, then a strided FFN whose residual
+    path subsamples time from frame 0 (`MaxPool1d(1, s)`, Q15)."""
+
+    def __init__(
+        self, d_model: int, d_ff: int, h: int, stride: int, dropout: float, *, dtype, rngs: nnx.Rngs
+    ):
+        self.self_attn = MultiHeadedAttention(h, d_model, dropout, dtype=dtype, rngs=rngs)
+        self.feed_forward = StridedFeedForward(
+            d_model, d_ff, stride, dropout, dtype=dtype, rngs=rngs
+        )
+        self.sublayer = nnx.List(
+            [SublayerConnection(d_model, dropout, rngs=rngs) for _ in range(2)]
+        )
+        self.stride = stride
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.sublayer[0](x, self.self_attn)
+        sub = self.sublayer[1]
+        return x[:, :: self.stride] + sub.dropout(self.feed_forward(sub.norm(x)))
+
+
+class StridedEncoder(nnx.Module):
+    """`Transformer_reduce.model`: three positional embeddings, strided layers, unused norm."""
+
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int,
+        length: int,
+        strides,
+        *,
+        h: int = 8,
+        dropout: float = 0.1,
+        dtype=F32,
+        rngs: nnx.Rngs,
+    ):
+        for i in (1, 2, 3):
+            pos = jax.random.normal(rngs.params(), (1, length, d_model))
+            setattr(self, f"pos_embedding_{i}", nnx.Param(pos))
+        self.layers = nnx.List(
+            [StridedLayer(d_model, d_ff, h, s, dropout, dtype=dtype, rngs=rngs) for s in strides]
+        )
+        self.norm = LayerNorm(d_model)  # unused (Q6)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i, layer in enumerate(self.layers):
+            if i < 3:  # only the first three layers get positional embeddings (Q16)
+                pos = getattr(self, f"pos_embedding_{i + 1}")[...]
+                x = x + pos[:, : x.shape[1]]
+            x = layer(x)
+        return x
+
+
+class StridedTransformer(nnx.Module):
+    """`Transformer_reduce`: wrapper whose only child is `model` (mirrors the torch tree)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int,
+        length: int,
+        strides,
+        *,
+        dropout: float = 0.1,
+        dtype=F32,
+        rngs: nnx.Rngs,
+    ):
+        self.model = StridedEncoder(
+            d_model, d_ff, length, strides, dropout=dropout, dtype=dtype, rngs=rngs
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.model(x)
+
+
+class ResidualBlock(nnx.Module):
+    """`FCBlock.layers[i]`: two (conv k=1, BN, LeakyReLU 0.2, Dropout) + residual (§2.1)."""
+
+    def __init__(self, size: int, dropout: float, *, dtype, rngs: nnx.Rngs):
+        self.w1 = Linear(size, size, dtype=dtype, rngs=rngs)
+        self.batch_norm1 = BatchNorm(size)
+        self.w2 = Linear(size, size, dtype=dtype, rngs=rngs)
+        self.batch_norm2 = BatchNorm(size)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = self.dropout(jax.nn.leaky_relu(self.batch_norm1(self.w1(x)), 0.2))
+        y = self.dropout(jax.nn.leaky_relu(self.batch_norm2(self.w2(y)), 0.2))
+        return x + y
+
+
+class FCBlock(nnx.Module):
+    """Spatial encoding MLP (SEM): `(B, F, 2J) -> (B, F, C)` (§2.1)."""
+
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        linear_size: int,
+        block_num: int,
+        dropout: float = 0.1,
+        *,
+        dtype=F32,
+        rngs: nnx.Rngs,
+    ):
+        self.fc_1 = Linear(c_in, linear_size, dtype=dtype, rngs=rngs)
+        self.bn_1 = BatchNorm(linear_size)
+        self.layers = nnx.List(
+            [ResidualBlock(linear_size, dropout, dtype=dtype, rngs=rngs) for _ in range(block_num)]
+        )
+        self.fc_2 = Linear(linear_size, c_out, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.dropout(jax.nn.leaky_relu(self.bn_1(self.fc_1(x)), 0.2))
+        for block in self.layers:
+            x = block(x)
+        return self.fc_2(x)
+
+
+def make_head(c_in: int, c_out: int, *, dtype, rngs: nnx.Rngs) -> nnx.List:
+    """Output head `Sequential(BatchNorm1d(c_in), Conv1d(c_in, c_out, 1))` as `[bn, linear]`."""
+    return nnx.List([BatchNorm(c_in), Linear(c_in, c_out, dtype=dtype, rngs=rngs)])
+
+
+def apply_head(head: nnx.List, x: jax.Array) -> jax.Array:
+    """`(B, T, C) -> (B, T, K)`; channel k of the result is (joint k // D, coordinate k % D)."""
+    return head[1](head[0](x))
