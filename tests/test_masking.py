@@ -41,6 +41,12 @@ def shared():
     return _np(draw_masks(jax.random.key(0), SPEC))
 
 
+@pytest.fixture(scope="module")
+def many():
+    """400 frames: enough draws to see every joint, bone, limb and half-body."""
+    return _np(_draw(jax.random.key(1), dataclasses.replace(SPEC, frames=400)))
+
+
 def test_shapes_and_dtypes(shared):
     assert shared.temporal.shape == (F,)
     for m in (shared.joint, shared.bone, shared.limb, shared.half_body):
@@ -54,11 +60,11 @@ def test_temporal_count(shared):
     assert m.temporal.sum() == 194  # §2.2 table: F=243, tmr 0.8 -> 194 masked
 
 
-def test_joint_mask_counts_and_allowed_joints():
-    m = _np(_draw(jax.random.key(1), dataclasses.replace(SPEC, frames=500)))
+def test_joint_mask_counts_and_allowed_joints(many):
+    m = many
     np.testing.assert_array_equal(m.joint.sum(-1), 2)
     assert not m.joint[:, 16].any()  # Q4: last joint never joint-masked
-    # Every other joint is reachable (500 frames x 2 draws from 16 joints).
+    # Every other joint is reachable (400 frames x 2 draws from 16 joints).
     assert m.joint[:, :16].any(0).all()
 
 
@@ -70,8 +76,8 @@ def test_joint_mask_zero_and_max():
     assert not m16.joint[:, 16].any()
 
 
-def test_bone_mask_is_one_pair_per_frame():
-    m = _np(_draw(jax.random.key(2), dataclasses.replace(SPEC, frames=400)))
+def test_bone_mask_is_one_pair_per_frame(many):
+    m = many
     seen = set()
     for row in m.bone:
         joints = frozenset(np.flatnonzero(row).tolist())
@@ -90,8 +96,8 @@ def test_bone_mask_several_bones_distinct():
         assert any(a | b | c == joints for a, b, c in itertools.combinations(inside, 3))
 
 
-def test_limb_and_half_body_groups(shared):
-    big = _np(_draw(jax.random.key(4), dataclasses.replace(SPEC, frames=200)))
+def test_limb_and_half_body_groups(many):
+    big = many
     limbs_seen, halves_seen = set(), set()
     for lrow, hrow in zip(big.limb, big.half_body, strict=True):
         limb = frozenset(np.flatnonzero(lrow).tolist())
