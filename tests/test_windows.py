@@ -176,3 +176,11 @@ def test_without_3d_and_bad_frames():
     assert "gt_3d" not in ds.get_batch(np.array([0, 1]))
     with pytest.raises(ValueError, match="odd"):
         WindowDataset(_coded_sequences([12]), frames=4, train=True)
+
+
+def test_group_names_follow_action_order():
+    seqs = _coded_sequences([3, 3, 3])
+    seqs.groups = ["Walking", "Eating", "Walking"]
+    ds = WindowDataset(seqs, frames=3, train=False)
+    assert ds.group_names == ["Eating", "Walking"]
+    np.testing.assert_array_equal(ds.get_batch(np.array([0, 3, 6]))["group"], [1, 0, 1])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from aptpose_jax.datasets.sequences import PoseSequences
+from aptpose_jax.datasets.skeleton import H36M_ACTIONS
 
 # Flipping the 9-vector [fx, fy, cx, cy, k1, k2, k3, p1, p2] negates cx and p1 (§1.8).
 CAM_FLIP_ENTRIES = (2, 7)
@@ -113,6 +114,14 @@ def flip_cameras(cam: np.ndarray) -> np.ndarray:
     return out
 
 
+def _group_order(groups: list[str]) -> list[str]:
+    """Unique group names: H36M classes in `define_actions` order, otherwise first appearance."""
+    unique = list(dict.fromkeys(groups))
+    if set(unique) <= set(H36M_ACTIONS):
+        return [a for a in H36M_ACTIONS if a in unique]
+    return unique
+
+
 class WindowDataset:
     """Samples of F-frame windows over `PoseSequences`, batched by index (docs/API.md).
 
@@ -156,7 +165,7 @@ class WindowDataset:
         self.perm_3d = _swap_perm(n_j3, seqs.joints_left_3d, seqs.joints_right_3d)
         cam_ind = seqs.cam_indices if seqs.cam_indices is not None else [0] * len(seqs)
         self.cam_ind = np.asarray(cam_ind, np.int32)  # (S,)
-        self.group_names = list(dict.fromkeys(seqs.groups))  # first-appearance order
+        self.group_names = _group_order(seqs.groups)
         self.seq_group = np.asarray(
             [self.group_names.index(g) for g in seqs.groups], np.int32
         )  # (S,)
