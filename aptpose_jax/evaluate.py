@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -61,6 +60,18 @@ def _class_order(classes: set[str]) -> list[str]:
     return known + sorted(classes - set(H36M_ACTIONS))
 
 
+def _check_groups(groups, n_names: int) -> np.ndarray:
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or groups.size == 0:
+        raise ValueError(f"h36m_action_table: groups must be 1-D and non-empty, got {groups.shape}")
+    if groups.min() < 0 or groups.max() >= n_names:
+        raise ValueError(
+            f"h36m_action_table: group ids must index group_names (0..{n_names - 1}),"
+            f" got range [{groups.min()}, {groups.max()}]"
+        )
+    return groups
+
+
 def h36m_action_table(
     errors: Mapping[str, np.ndarray],
     groups: np.ndarray,
@@ -91,14 +102,7 @@ def h36m_action_table(
       {"unit", "metrics": [names], "per_action": {class: {"count", metric: value}},
        "average": {metric: value}, "pooled": {metric: value}, "samples": N}.
     """
-    groups = np.asarray(groups)
-    if groups.ndim != 1:
-        raise ValueError(f"h36m_action_table: groups must be 1-D, got shape {groups.shape}")
-    if groups.size and (groups.min() < 0 or groups.max() >= len(group_names)):
-        raise ValueError(
-            f"h36m_action_table: group ids must index group_names (0..{len(group_names) - 1}),"
-            f" got range [{groups.min()}, {groups.max()}]"
-        )
+    groups = _check_groups(groups, len(group_names))
     names = [n for n in H36M_COLUMNS if n in errors] + [n for n in errors if n not in H36M_COLUMNS]
     values = {n: np.asarray(errors[n], dtype=np.float64).reshape(-1) * scale for n in names}
     for n, v in values.items():
@@ -115,7 +119,7 @@ def h36m_action_table(
             **{n: float(values[n][sel].mean()) for n in names},
         }
     average = {n: float(np.mean([row[n] for row in per_action.values()])) for n in names}
-    pooled = {n: float(values[n].mean()) if groups.size else math.nan for n in names}
+    pooled = {n: float(values[n].mean()) for n in names}
     return {
         "unit": unit,
         "metrics": names,
@@ -157,6 +161,27 @@ def _summary(errors: np.ndarray) -> dict:
         "auc": float(metrics.auc(errors)),
         "mpjpe": float(errors.mean()),
     }
+
+
+def _check_3dhp(pred_mm, gt_mm, seq_names):
+    """Validated float64 copies of pred/gt (N, 17, 3) and the (N,) sequence names."""
+    pred, gt = np.array(pred_mm, np.float64), np.array(gt_mm, np.float64)
+    if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[1:] != (17, 3) or not len(pred):
+        raise ValueError(
+            f"mpi3dhp_evaluate: expected pred and gt of shape (N, 17, 3) with N >= 1, got "
+            f"{pred.shape} and {gt.shape}"
+        )
+    seqs = np.asarray(seq_names, dtype=object).reshape(-1)
+    if seqs.shape != (pred.shape[0],):
+        raise ValueError(f"mpi3dhp_evaluate: {seqs.size} sequence names for {pred.shape[0]} frames")
+    return pred, gt, seqs
+
+
+def _group_summaries(err: np.ndarray, labels: np.ndarray, preferred: Sequence[str]) -> dict:
+    """Summary per label; labels in `preferred` order first, then any others sorted."""
+    present = set(labels.tolist())
+    order = [x for x in preferred if x in present] + sorted(present - set(preferred))
+    return {x: _summary(err[labels == x]) for x in order}
 
 
 def _activity_names(activities, n: int) -> np.ndarray:
@@ -203,24 +228,12 @@ def mpi3dhp_evaluate(
        "sequence_mean": unweighted mean over sequences}; summary = {"frames", "pck150",
        "auc", "mpjpe"}.
     """
-    pred, gt = np.asarray(pred_mm, np.float64), np.asarray(gt_mm, np.float64)
-    if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[1:] != (17, 3):
-        raise ValueError(
-            f"mpi3dhp_evaluate: expected pred and gt of shape (N, 17, 3), got {pred.shape} "
-            f"and {gt.shape}"
-        )
-    seqs = np.asarray(seq_names, dtype=object).reshape(-1)
-    if seqs.shape != (pred.shape[0],):
-        raise ValueError(f"mpi3dhp_evaluate: {seqs.size} sequence names for {pred.shape[0]} frames")
+    pred, gt, seqs = _check_3dhp(pred_mm, gt_mm, seq_names)
     if root is not None:
-        pred, gt = pred.copy(), gt.copy()
         pred[:, root], gt[:, root] = 0.0, 0.0
     err = metrics.joint_errors(pred, gt)  # (N, 17)
     present = set(seqs.tolist())
-    order = [s for s in MPI3DHP_SEQUENCES if s in present] + sorted(
-        present - set(MPI3DHP_SEQUENCES)
-    )
-    per_seq = {s: _summary(err[seqs == s]) for s in order}
+    per_seq = _group_summaries(err, seqs, MPI3DHP_SEQUENCES)
     per_scene = {
         name: _summary(err[np.isin(seqs, members)])
         for name, members in MPI3DHP_SCENES.items()
@@ -234,9 +247,7 @@ def mpi3dhp_evaluate(
     result = {"unit": "mm", "per_sequence": per_seq, "per_scene": per_scene}
     if activities is not None:
         act = _activity_names(activities, pred.shape[0])
-        known = [a for a in MPI3DHP_ACTIVITIES if a in set(act.tolist())]
-        others = sorted(set(act.tolist()) - set(MPI3DHP_ACTIVITIES))
-        result["per_activity"] = {a: _summary(err[act == a]) for a in known + others}
+        result["per_activity"] = _group_summaries(err, act, MPI3DHP_ACTIVITIES)
     result["overall"] = overall
     result["sequence_mean"] = {
         "sequences": len(per_seq),
