@@ -73,11 +73,13 @@ def _check_groups(groups, n_names: int) -> np.ndarray:
 
 
 def h36m_action_table(
-    errors: Mapping[str, np.ndarray],
+    p1: np.ndarray,
+    p2: np.ndarray | None,
     groups: np.ndarray,
     group_names: Sequence[str],
     *,
-    scale: float = 1000.0,
+    n_mpjpe: np.ndarray | None = None,
+    mpjve: np.ndarray | None = None,
     unit: str = "mm",
 ) -> dict:
     """Per-action H36M table (§3.4): class means, then the unweighted mean over classes.
@@ -91,24 +93,30 @@ def h36m_action_table(
     reference gives every sample of a batch spanning two classes the batch mean (Q14 fixed).
 
     Args:
-      errors: metric name -> (N,) per-sample errors in metres, e.g. {"p1": ..., "p2": ...};
-        known names "p1", "p2", "n_mpjpe", "mpjve" are shown first in that order.
+      p1: (N,) per-sample MPJPE, already in `unit` (millimetres: multiply H36M metres by 1000).
+      p2: (N,) per-sample P-MPJPE in `unit`, or None (e.g. Stage I) to leave the column out.
       groups: (N,) int index of each sample into `group_names`.
       group_names: action names ("Walking 1", "Walking", ...); mapped to their class.
-      scale: multiplier applied to every value (1000: metres -> millimetres).
-      unit: unit label stored in the result.
+      n_mpjpe: optional (N,) per-sample N-MPJPE column.
+      mpjve: optional (N,) per-sample velocity-error column.
+      unit: unit label stored in the result and shown in the text header.
 
     Returns:
-      {"unit", "metrics": [names], "per_action": {class: {"count", metric: value}},
-       "average": {metric: value}, "pooled": {metric: value}, "samples": N}.
+      {"unit", "metrics": [column names], "samples": N,
+       "per_action": {class: {"count", column: value}}, "average": {column: value},
+       "pooled": {column: value}} plus every column's "average" value at the top level
+      (`result["p1"]` is the reported P1).
     """
     groups = _check_groups(groups, len(group_names))
-    names = [n for n in H36M_COLUMNS if n in errors] + [n for n in errors if n not in H36M_COLUMNS]
-    values = {n: np.asarray(errors[n], dtype=np.float64).reshape(-1) * scale for n in names}
+    given = {"p1": p1, "p2": p2, "n_mpjpe": n_mpjpe, "mpjve": mpjve}
+    values = {
+        n: np.asarray(v, dtype=np.float64).reshape(-1) for n, v in given.items() if v is not None
+    }
+    names = list(values)
     for n, v in values.items():
         if v.shape != groups.shape:
             raise ValueError(
-                f"h36m_action_table: errors[{n!r}] has {v.size} values, groups has {groups.size}"
+                f"h36m_action_table: {n} has {v.size} values, groups has {groups.size}"
             )
     sample_class = np.array([action_class(group_names[g]) for g in groups], dtype=object)
     per_action = {}
@@ -127,7 +135,20 @@ def h36m_action_table(
         "average": average,
         "pooled": pooled,
         "samples": int(groups.size),
+        **average,
     }
+
+
+def _align(rows: list[list[str]], n_left: int) -> str:
+    """Text table: the first `n_left` columns left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(
+            c.ljust(w) if i < n_left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    )
 
 
 def format_action_table(table: Mapping) -> str:
@@ -140,14 +161,7 @@ def format_action_table(table: Mapping) -> str:
     ]
     rows.append(["Average", str(table["samples"])] + [f"{table['average'][n]:.2f}" for n in names])
     header = ["Action", "N"] + [f"{h} ({table['unit']})" for h in heads]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in [header, *rows]
-    ]
-    return "\n".join(lines)
+    return _align([header, *rows], n_left=1)
 
 
 # --- MPI-INF-3DHP ---------------------------------------------------------------------------
@@ -283,6 +297,18 @@ def mpi3dhp_rows(result: Mapping) -> list[dict]:
     return rows
 
 
+def format_mpi3dhp_report(result: Mapping) -> str:
+    """Renders an `mpi3dhp_evaluate` result as aligned text (one row per CSV row)."""
+    rows = mpi3dhp_rows(result)
+    header = ["group", "name", "frames", "PCK@150", "AUC", "MPJPE (mm)"]
+    cells = [
+        [r["group"], r["name"], str(r["frames"])]
+        + [f"{r[c]:.2f}" for c in ("pck150", "auc", "mpjpe")]
+        for r in rows
+    ]
+    return _align([header, *cells], n_left=2)
+
+
 # --- writers ----------------------------------------------------------------------------------
 
 
@@ -322,6 +348,17 @@ def write_csv(rows: Sequence[Mapping], columns: Sequence[str], path: str | os.Pa
 def write_mpi3dhp_csv(result: Mapping, path: str | os.PathLike) -> None:
     """Writes an `mpi3dhp_evaluate` result as CSV: group,name,frames,pck150,auc,mpjpe."""
     write_csv(mpi3dhp_rows(result), MPI3DHP_CSV_COLUMNS, path)
+
+
+def write_mpi3dhp_report(
+    result: Mapping, out_dir: str | os.PathLike, prefix: str = "mpi3dhp"
+) -> tuple[str, str]:
+    """Writes `<out_dir>/<prefix>.csv` and `<out_dir>/<prefix>.json`; returns both paths."""
+    csv_path = os.path.join(os.fspath(out_dir), f"{prefix}.csv")
+    json_path = os.path.join(os.fspath(out_dir), f"{prefix}.json")
+    write_mpi3dhp_csv(result, csv_path)
+    write_json(result, json_path)
+    return csv_path, json_path
 
 
 def write_inference_mat(

@@ -12,13 +12,13 @@ from aptpose_jax import evaluate
 
 NAMES = ["Walking 1", "Walking", "Eating 2", "Directions"]
 GROUPS = np.array([0, 1, 1, 2, 3, 3, 3])
-P1_M = np.array([0.01, 0.02, 0.03, 0.05, 0.1, 0.1, 0.4])  # metres
-P2_M = P1_M / 2
+P1 = np.array([10.0, 20.0, 30.0, 50.0, 100.0, 100.0, 400.0])  # mm
+P2 = P1 / 2
 
 
 def test_h36m_per_action_and_unweighted_average():
-    table = evaluate.h36m_action_table({"p2": P2_M, "p1": P1_M}, GROUPS, NAMES)
-    assert table["metrics"] == ["p1", "p2"]  # known columns in display order
+    table = evaluate.h36m_action_table(P1, P2, GROUPS, NAMES)
+    assert table["metrics"] == ["p1", "p2"]
     assert list(table["per_action"]) == ["Directions", "Eating", "Walking"]  # define_actions
     rows = table["per_action"]
     assert rows["Walking"]["count"] == 3 and rows["Directions"]["count"] == 3
@@ -28,6 +28,7 @@ def test_h36m_per_action_and_unweighted_average():
     assert table["average"]["p1"] == pytest.approx((20 + 50 + 200) / 3)  # per-class mean
     assert table["pooled"]["p1"] == pytest.approx(710 / 7)  # sample mean differs
     assert table["average"]["p2"] == pytest.approx(45.0)
+    assert table["p1"] == table["average"]["p1"] and table["p2"] == pytest.approx(45.0)
     text = evaluate.format_action_table(table)
     lines = text.splitlines()
     assert lines[0].split()[:2] == ["Action", "N"] and "P2" in lines[0]
@@ -37,15 +38,15 @@ def test_h36m_per_action_and_unweighted_average():
 
 def test_h36m_extra_columns_and_errors():
     table = evaluate.h36m_action_table(
-        {"p1": P1_M, "mpjve": P1_M * 0, "n_mpjpe": P1_M}, GROUPS, NAMES, scale=1.0, unit="m"
+        P1 / 1000, None, GROUPS, NAMES, mpjve=P1 * 0, n_mpjpe=P1 / 1000, unit="m"
     )
-    assert table["metrics"] == ["p1", "n_mpjpe", "mpjve"]
+    assert table["metrics"] == ["p1", "n_mpjpe", "mpjve"]  # p2 left out, display order
     assert table["average"]["n_mpjpe"] == pytest.approx(0.09)
     assert "N-MPJPE (m)" in evaluate.format_action_table(table)
     with pytest.raises(ValueError, match="groups has 7"):
-        evaluate.h36m_action_table({"p1": P1_M[:3]}, GROUPS, NAMES)
+        evaluate.h36m_action_table(P1[:3], None, GROUPS, NAMES)
     with pytest.raises(ValueError, match="index group_names"):
-        evaluate.h36m_action_table({"p1": P1_M}, GROUPS + 1, NAMES)
+        evaluate.h36m_action_table(P1, P2, GROUPS + 1, NAMES)
 
 
 # --- MPI-INF-3DHP -------------------------------------------------------------------------------
@@ -89,8 +90,8 @@ def test_mpi3dhp_groups_by_hand(hp3d):
 def test_mpi3dhp_writers(hp3d, tmp_path):
     pred, gt, seqs, act = hp3d
     res = evaluate.mpi3dhp_evaluate(pred, gt, seqs, act)
-    evaluate.write_mpi3dhp_csv(res, tmp_path / "out" / "3dhp.csv")
-    evaluate.write_json(res, tmp_path / "out" / "3dhp.json")
+    paths = evaluate.write_mpi3dhp_report(res, tmp_path / "out", prefix="3dhp")
+    assert [p.rsplit("/", 1)[-1] for p in paths] == ["3dhp.csv", "3dhp.json"]
     with open(tmp_path / "out" / "3dhp.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == list(evaluate.MPI3DHP_CSV_COLUMNS)
@@ -100,6 +101,9 @@ def test_mpi3dhp_writers(hp3d, tmp_path):
     assert ("activity", "Sitting") not in by_name
     assert json.loads((tmp_path / "out" / "3dhp.json").read_text()) == json.loads(json.dumps(res))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["3dhp.csv", "3dhp.json"]
+    text = evaluate.format_mpi3dhp_report(res).splitlines()
+    assert len(text) == len(rows) + 1 and text[-1].split()[:2] == ["overall", "sequence_mean"]
+    assert text[-1].split()[3] == "50.00"
 
 
 def test_mpi3dhp_bad_inputs(hp3d):
