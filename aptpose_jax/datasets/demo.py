@@ -184,39 +184,49 @@ def generate_demo_data(out_dir: str | os.PathLike, seed: int = 0,
     return out
 
 
-def read_manifest(root: str | os.PathLike) -> dict | None:
-    """The manifest of a complete demo set in `root`, or None if the set is missing/partial."""
-    root = Path(root)
+def _manifest(root: Path) -> tuple[dict | None, bool]:
+    """(manifest or None, whether every listed file is present with its recorded size)."""
     try:
         manifest = json.loads((root / MANIFEST).read_text())
         sizes = manifest["files"]
         complete = all((root / n).stat().st_size == sizes[n] for n in DEMO_FILES)
+        return manifest, complete
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return None, False
+
+
+def read_manifest(root: str | os.PathLike) -> dict | None:
+    """The manifest of a complete demo set in `root`, or None if the set is missing/partial."""
+    manifest, complete = _manifest(Path(root))
     return manifest if complete else None
 
 
 def ensure_demo_data(root: str | os.PathLike, seed: int | None = None,
                      frames_per_sequence: int | None = None) -> Path:  # fmt: skip
-    """Returns `root`, generating the demo files there first if they are missing or partial.
+    """Returns `root`, generating the demo files there first if they are missing or damaged.
 
     Args:
       root: folder of the demo files.
-      seed, frames_per_sequence: None accepts any complete set; a value regenerates the set
-        when the existing one was made with a different value.
+      seed, frames_per_sequence: None accepts any complete set (and repairs a damaged one
+        with its recorded settings, else uses the defaults 0 and `DEFAULT_FRAMES`); a value
+        regenerates the set when the existing one was made with a different value.
 
     Safe to call from several processes at once: each writes its own temporary files and
     moves complete files into place, and the files are identical for identical arguments.
     """
-    manifest = read_manifest(root)
-    wanted = {"seed": seed, "frames_per_sequence": frames_per_sequence}
-    if manifest is not None and all(v is None or manifest[k] == v for k, v in wanted.items()):
-        return Path(root)
-    return generate_demo_data(
-        root,
-        seed=0 if seed is None else seed,
-        frames_per_sequence=DEFAULT_FRAMES if frames_per_sequence is None else frames_per_sequence,
-    )
+    root = Path(root)
+    manifest, complete = _manifest(root)
+    recorded = manifest or {}
+    wanted = {
+        "seed": seed if seed is not None else recorded.get("seed", 0),
+        "frames_per_sequence": frames_per_sequence
+        if frames_per_sequence is not None
+        else recorded.get("frames_per_sequence", DEFAULT_FRAMES),
+    }
+    if complete and all(manifest.get(k) == v for k, v in wanted.items()):
+        return root
+    logging.info("generating demo data in %s (%s)", root, wanted)
+    return generate_demo_data(root, **wanted)
 
 
 def main(argv: list[str] | None = None) -> None:
