@@ -12,7 +12,7 @@ from flax import nnx
 
 from aptpose_jax.convert.mapping import flat_to_state_dict, state_dict_to_flat
 from aptpose_jax.models import ModelConfig, build_model
-from aptpose_jax.models.io import STATE_FILTER, model_arrays
+from aptpose_jax.models.io import STATE_FILTER, model_arrays, save_model
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -117,3 +117,26 @@ def load_pth(
 def export_state_dict(model: nnx.Module) -> dict[str, np.ndarray]:
     """Torch-layout state_dict of `model` (without `num_batches_tracked`), for round trips."""
     return flat_to_state_dict(model_arrays(model))
+
+
+def convert_pth(
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    refine_pth: str | os.PathLike | None = None,
+    **overrides,
+) -> ModelConfig:
+    """Converts a `.pth` state_dict into an orbax model directory (see `models/io.py`).
+
+    Args:
+      path: the `.pth` file (plain or `module.`-prefixed).
+      out_dir: output directory, must not exist; written atomically.
+      refine_pth: optional refine-module state_dict merged in (§2.8).
+      **overrides: `ModelConfig` fields that cannot be inferred (e.g. `temporal_ratio`).
+
+    Returns:
+      The inferred ModelConfig (also written to `model_config.json`).
+    """
+    model, cfg = load_pth(path, refine_pth=refine_pth, **overrides)
+    save_model(model, cfg, out_dir)
+    return cfg

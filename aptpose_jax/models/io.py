@@ -51,6 +51,7 @@ def save_model(model: nnx.Module, cfg: ModelConfig, directory: str | os.PathLike
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp creates 0700; the final directory should be readable
         state = nnx.to_pure_dict(nnx.state(model, STATE_FILTER))
         ckptr = ocp.StandardCheckpointer()
         ckptr.save(tmp / "state", state)

@@ -132,12 +132,15 @@ class MultiHeadedAttention(nnx.Module):
         w = jnp.concatenate([lin.kernel[...] for lin in self.linears[:3]], axis=1)  # (C, 3C)
         bias = jnp.concatenate([lin.bias[...] for lin in self.linears[:3]])  # (3C,)
         qkv = (matmul(x, w, self.dtype) + bias).reshape(b, t, 3, self.h, d_k)  # (B, T, 3, h, dk)
-        q, k, v = (qkv[:, :, i].astype(self.dtype) for i in range(3))  # (B, T, h, dk)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=F32)  # (B, h, T, T)
-        p = jax.nn.softmax(scores / math.sqrt(d_k), axis=-1)
-        p = self.dropout(p)
-        out = jnp.einsum("bhqk,bkhd->bqhd", p.astype(self.dtype), v, preferred_element_type=F32)
-        return self.linears[3](out.reshape(b, t, c))  # heads concatenated head-major (B, T, C)
+        # Heads-major layout so both attention matmuls are plain batched GEMMs (4x faster on
+        # CPU than contracting with the head axis in the middle).
+        qkv = qkv.transpose(2, 0, 3, 1, 4).astype(self.dtype)  # (3, B, h, T, dk)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=F32)  # (B, h, T, T)
+        p = self.dropout(jax.nn.softmax(scores * (1.0 / math.sqrt(d_k)), axis=-1))
+        out = jnp.einsum("bhqk,bhkd->bhqd", p.astype(self.dtype), v, preferred_element_type=F32)
+        out = out.transpose(0, 2, 1, 3).reshape(b, t, c)  # (B, T, h*dk): heads concatenated
+        return self.linears[3](out)
 
 
 class PositionwiseFeedForward(nnx.Module):
