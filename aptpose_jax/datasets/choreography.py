@@ -11,6 +11,8 @@ performing the same action move differently.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from aptpose_jax.datasets.motion import (
@@ -103,102 +105,141 @@ def _sit(ang: dict, blend, hip: float, knee: float) -> None:
         ang[f"hip_abd_{s}"] += _D(8) * blend
 
 
-def _recipe(action: str, rng: np.random.Generator, t: np.ndarray, ang: dict):
-    """Applies the gestures of `action`; returns its speed profile (N,) and path radius."""
-    u = rng.uniform
-    side, other = ("l", "r") if rng.uniform() < 0.5 else ("r", "l")
-    gate = (smooth_noise(rng, t, 0.2) > 0.1).astype(float)  # intermittent pacing
-    gate = np.convolve(gate, np.ones(25) / 25, mode="same")
-    still = np.zeros_like(t)
-    if action in ("Walking", "WalkTogether", "WalkDog"):
-        base = {"Walking": u(1.1, 1.5), "WalkTogether": u(0.8, 1.1), "WalkDog": u(0.7, 1.2)}
-        speed = base[action] * (1 + 0.12 * smooth_noise(rng, t, 0.3))
-        if action == "WalkTogether":
-            ang["head_yaw"] += _D(u(15, 35)) * (1 if side == "l" else -1)
-        if action == "WalkDog":
-            speed *= 0.55 + 0.45 * gate
-            ang["lean"] += _D(u(5, 12))
-            ang["head_pitch"] += _D(15)
-            return speed, 1.3, lambda: _arm(ang, side, 1.0, u(25, 45), 10, 0, u(20, 45))
-        return speed, 1.3, None
+@dataclasses.dataclass
+class _Take:
+    """What a recipe works with: randomness, time, the angle curves and the gesturing side."""
+
+    rng: np.random.Generator
+    t: np.ndarray  # (N,) seconds
+    ang: dict
+    side: str  # the arm that gestures ("l" | "r")
+    other: str
+    gate: np.ndarray  # (N,) smooth 0..1 on/off pattern for intermittent pacing
+
+    def u(self, lo: float, hi: float) -> float:
+        return float(self.rng.uniform(lo, hi))
+
+    def pulses(self, period: float, duty: float) -> np.ndarray:
+        return smooth_pulses(self.rng, self.t, period, duty)
+
+
+def _walking(c: _Take, action: str):
+    """Walking, WalkTogether (head turned to the partner), WalkDog (leash arm, stop-and-go)."""
+    base = {"Walking": c.u(1.1, 1.5), "WalkTogether": c.u(0.8, 1.1), "WalkDog": c.u(0.7, 1.2)}
+    speed = base[action] * (1 + 0.12 * smooth_noise(c.rng, c.t, 0.3))
+    if action == "WalkTogether":
+        c.ang["head_yaw"] += _D(c.u(15, 35)) * (1 if c.side == "l" else -1)
+    if action == "WalkDog":
+        speed *= 0.55 + 0.45 * c.gate
+        c.ang["lean"] += _D(c.u(5, 12))
+        c.ang["head_pitch"] += _D(15)
+        return speed, 1.3, lambda: _arm(c.ang, c.side, 1.0, c.u(25, 45), 10, 0, c.u(20, 45))
+    return speed, 1.3, None
+
+
+def _talking(c: _Take, action: str):
+    """Directions (pointing), Discussion (two-arm gestures), Greeting (wave, bow), Phoning."""
+    ang, t = c.ang, c.t
     if action == "Directions":
-        pulse = smooth_pulses(rng, t, u(1.8, 3.0), 0.5)
-        ang["yaw"] += _D(40) * smooth_noise(rng, t, 0.15)
-        return 0.35 * gate, 0.6, lambda: _arm(ang, side, pulse, u(65, 90), u(10, 30), 0, 10)
+        pulse = c.pulses(c.u(1.8, 3.0), 0.5)
+        ang["yaw"] += _D(40) * smooth_noise(c.rng, t, 0.15)
+        return 0.35 * c.gate, 0.6, lambda: _arm(ang, c.side, pulse, c.u(65, 90), c.u(10, 30), 0, 10)
     if action == "Discussion":
-        ang["twist"] += _D(10) * smooth_noise(rng, t, 0.5)
+        ang["twist"] += _D(10) * smooth_noise(c.rng, t, 0.5)
 
         def gesture():
             for s in "lr":
-                osc = np.sin(2 * np.pi * u(0.5, 1.0) * t + u(0, 6.3))
+                osc = np.sin(2 * np.pi * c.u(0.5, 1.0) * t + c.u(0, 6.3))
                 _arm(ang, s, 1.0, 25 + 15 * osc, 15, 20, 85 + 20 * osc)
 
-        return 0.25 * gate, 0.5, gesture
+        return 0.25 * c.gate, 0.5, gesture
     if action == "Greeting":
-        pulse = smooth_pulses(rng, t, u(2.5, 3.5), 0.55)
-        ang["lean"] += _D(u(15, 30)) * smooth_pulses(rng, t, 3.0, 0.3)
-        wave = 90 + 25 * np.sin(2 * np.pi * u(1.5, 2.5) * t)
-        return 0.5 * gate, 0.8, lambda: _arm(ang, side, pulse, 35, u(55, 80), -60, wave)
-    if action == "Phoning":
-        ang["head_pitch"] += _D(10)
-        ang["side"] += _D(5) * (1 if side == "l" else -1)
-        return 0.5 * gate, 0.7, lambda: _arm(ang, side, 1.0, u(60, 70), u(5, 20), 20, 150)
+        pulse = c.pulses(c.u(2.5, 3.5), 0.55)
+        ang["lean"] += _D(c.u(15, 30)) * c.pulses(3.0, 0.3)
+        wave = 90 + 25 * np.sin(2 * np.pi * c.u(1.5, 2.5) * t)
+        return 0.5 * c.gate, 0.8, lambda: _arm(ang, c.side, pulse, 35, c.u(55, 80), -60, wave)
+    ang["head_pitch"] += _D(10)  # Phoning: hand at the ear, head tilted
+    ang["side"] += _D(5) * (1 if c.side == "l" else -1)
+    return 0.5 * c.gate, 0.7, lambda: _arm(ang, c.side, 1.0, c.u(60, 70), c.u(5, 20), 20, 150)
+
+
+def _handling(c: _Take, action: str):
+    """Photo (camera at the face, crouching), Posing (held poses), Purchases (bend and reach),
+    Smoking (hand to mouth), Waiting (folded arms, occasional steps)."""
+    ang, t = c.ang, c.t
     if action == "Photo":
-        pulse = smooth_pulses(rng, t, u(2.5, 4.0), 0.6)
-        _sit(ang, 0.35 * smooth_pulses(rng, t, 4.0, 0.4), 70, 90)
-
-        def camera():
-            for s in "lr":
-                _arm(ang, s, pulse, 65, 5, 30, 120)
-
-        return 0.3 * gate, 0.6, camera
+        pulse = c.pulses(c.u(2.5, 4.0), 0.6)
+        _sit(ang, 0.35 * c.pulses(4.0, 0.4), 70, 90)
+        return 0.3 * c.gate, 0.6, lambda: [_arm(ang, s, pulse, 65, 5, 30, 120) for s in "lr"]
     if action == "Posing":
 
         def poses():
             for s in "lr":
                 _arm(ang, s, 1.0, 0, 0, 0, 0)
-                ang[f"sh_flex_{s}"] += _D(_keyframes(rng, t, 1.5, -10, 60))
-                ang[f"sh_abd_{s}"] += _D(_keyframes(rng, t, 1.5, 10, 100))
-                ang[f"elbow_{s}"] += _D(_keyframes(rng, t, 1.5, 0, 100))
+                ang[f"sh_flex_{s}"] += _D(_keyframes(c.rng, t, 1.5, -10, 60))
+                ang[f"sh_abd_{s}"] += _D(_keyframes(c.rng, t, 1.5, 10, 100))
+                ang[f"elbow_{s}"] += _D(_keyframes(c.rng, t, 1.5, 0, 100))
 
-        ang["side"] += _D(_keyframes(rng, t, 1.5, -10, 10))
-        ang["lean"] += _D(_keyframes(rng, t, 1.5, -8, 15))
-        return still, 0.4, poses
+        ang["side"] += _D(_keyframes(c.rng, t, 1.5, -10, 10))
+        ang["lean"] += _D(_keyframes(c.rng, t, 1.5, -8, 15))
+        return np.zeros_like(t), 0.4, poses
     if action == "Purchases":
-        bend = smooth_pulses(rng, t, u(2.5, 3.5), 0.5)
-        ang["lean"] += _D(u(35, 55)) * bend
+        bend = c.pulses(c.u(2.5, 3.5), 0.5)
+        ang["lean"] += _D(c.u(35, 55)) * bend
         _sit(ang, 0.3 * bend, 60, 70)
-        return 0.5 * gate * (1 - bend), 0.9, lambda: _arm(ang, side, bend, 65, 10, 0, 25)
-    if action in ("Sitting", "Eating"):
-        _sit(ang, np.ones_like(t), u(80, 95), u(75, 95))
-        ang["lean"] += _D(_keyframes(rng, t, 2.0, -10, 20))
-        _arm(ang, "l", 1.0, 30, 10, 0, 70)
-        _arm(ang, "r", 1.0, 30, 10, 0, 70)
-        if action == "Sitting":
-            return still, 0.3, lambda: _arm(ang, side, smooth_pulses(rng, t, 3, 0.4), 45, 20, 0, 60)
-        lift_a, lift_b = smooth_pulses(rng, t, 3.0, 0.4), smooth_pulses(rng, t, 4.0, 0.3)
-
-        def eat():
-            _arm(ang, side, lift_a, 65, 5, 50, 135)
-            _arm(ang, other, lift_b, 60, 5, 45, 125)
-
-        return still, 0.3, eat
-    if action == "SittingDown":
-        down = smooth_pulses(rng, t, u(3.0, 4.5), 0.7)
-        _sit(ang, down, u(100, 115), u(120, 135))
-        ang["lean"] += _D(30) * np.sin(np.pi * down) + _D(10) * down
-        return still, 0.4, lambda: _arm(ang, side, down, 50, 15, 0, 40)
+        return 0.5 * c.gate * (1 - bend), 0.9, lambda: _arm(ang, c.side, bend, 65, 10, 0, 25)
     if action == "Smoking":
-        lift = smooth_pulses(rng, t, u(3.0, 5.0), 0.35)
-        return 0.4 * gate, 0.6, lambda: _arm(ang, side, lift, 65, 5, 50, 135)
-    if action == "Waiting":
+        lift = c.pulses(c.u(3.0, 5.0), 0.35)
+        return 0.4 * c.gate, 0.6, lambda: _arm(ang, c.side, lift, 65, 5, 50, 135)
 
-        def folded():
-            _arm(ang, side, 1.0, 20, 5, 40, 95)
-            _arm(ang, other, smooth_pulses(rng, t, 5.0, 0.6), 20, 5, 40, 95)
+    def folded():  # Waiting
+        _arm(ang, c.side, 1.0, 20, 5, 40, 95)
+        _arm(ang, c.other, c.pulses(5.0, 0.6), 20, 5, 40, 95)
 
-        return 0.3 * gate * np.clip(3 * smooth_noise(rng, t, 0.1), 0, 1), 0.5, folded
-    raise ValueError(f"unknown H36M action class {action!r}")
+    steps = np.clip(3 * smooth_noise(c.rng, t, 0.1), 0, 1)
+    return 0.3 * c.gate * steps, 0.5, folded
+
+
+def _seated(c: _Take, action: str):
+    """Sitting (chair), Eating (chair, hands to mouth), SittingDown (down to a crouch and up)."""
+    ang, t = c.ang, c.t
+    if action == "SittingDown":
+        down = c.pulses(c.u(3.0, 4.5), 0.7)
+        _sit(ang, down, c.u(100, 115), c.u(120, 135))
+        ang["lean"] += _D(30) * np.sin(np.pi * down) + _D(10) * down
+        return np.zeros_like(t), 0.4, lambda: _arm(ang, c.side, down, 50, 15, 0, 40)
+    _sit(ang, np.ones_like(t), c.u(80, 95), c.u(75, 95))
+    ang["lean"] += _D(_keyframes(c.rng, t, 2.0, -10, 20))
+    _arm(ang, "l", 1.0, 30, 10, 0, 70)
+    _arm(ang, "r", 1.0, 30, 10, 0, 70)
+    if action == "Sitting":
+        return np.zeros_like(t), 0.3, lambda: _arm(ang, c.side, c.pulses(3, 0.4), 45, 20, 0, 60)
+    lift_a, lift_b = c.pulses(3.0, 0.4), c.pulses(4.0, 0.3)
+
+    def eat():
+        _arm(ang, c.side, lift_a, 65, 5, 50, 135)
+        _arm(ang, c.other, lift_b, 60, 5, 45, 125)
+
+    return np.zeros_like(t), 0.3, eat
+
+
+_RECIPES = {
+    **dict.fromkeys(("Walking", "WalkTogether", "WalkDog"), _walking),
+    **dict.fromkeys(("Directions", "Discussion", "Greeting", "Phoning"), _talking),
+    **dict.fromkeys(("Photo", "Posing", "Purchases", "Smoking", "Waiting"), _handling),
+    **dict.fromkeys(("Sitting", "Eating", "SittingDown"), _seated),
+}
+
+
+def _recipe(action: str, rng: np.random.Generator, t: np.ndarray, ang: dict):
+    """Applies the gestures of `action`; returns its speed profile (N,), path radius and a
+    callable that poses the arms after the gait (or None)."""
+    if action not in _RECIPES:
+        raise ValueError(f"unknown H36M action class {action!r}; expected one of {list(_RECIPES)}")
+    side, other = ("l", "r") if rng.uniform() < 0.5 else ("r", "l")
+    gate = (smooth_noise(rng, t, 0.2) > 0.1).astype(float)  # intermittent pacing
+    gate = np.convolve(gate, np.ones(25) / 25, mode="same")  # (N,) smoothed over 0.5 s
+    return _RECIPES[action](_Take(rng, t, ang, side, other, gate), action)
 
 
 def synthesize_action(
