@@ -12,7 +12,7 @@ from flax import nnx
 
 from aptpose_jax.convert.mapping import flat_to_state_dict, state_dict_to_flat
 from aptpose_jax.models import ModelConfig, build_model
-from aptpose_jax.models.io import STATE_FILTER, model_arrays, save_model
+from aptpose_jax.models.io import STATE_FILTER, build_with_values, model_arrays, save_model
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -107,8 +107,11 @@ def load_pth(
     if refine_pth is not None:
         sd.update(read_state_dict(refine_pth))
     cfg = infer_config(sd, **overrides)
-    model = build_model(cfg, nnx.Rngs(params=0, dropout=0))
-    skipped = apply_state_dict(model, sd)
+    abstract = nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(params=0, dropout=0)))
+    state = nnx.state(abstract, STATE_FILTER)
+    template = {tuple(p): tuple(v.get_value().shape) for p, v in nnx.to_flat_state(state)}
+    values, skipped = state_dict_to_flat(sd, template)
+    model = build_with_values(cfg, values)
     logging.info("loaded %s as %s; skipped %d keys: %s", path, cfg, len(skipped), skipped)
     model.eval()
     return model, cfg

@@ -15,9 +15,10 @@ import shutil
 import tempfile
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from flax import nnx
+from flax import nnx, traverse_util
 
 from aptpose_jax.models import ModelConfig, build_model
 
@@ -29,6 +30,45 @@ def model_arrays(model: nnx.Module) -> dict[tuple, np.ndarray]:
     """Flat NNX path -> numpy array of every parameter and BatchNorm statistic."""
     flat = nnx.to_flat_state(nnx.state(model, STATE_FILTER))
     return {tuple(path): np.asarray(var[...]) for path, var in flat}
+
+
+def build_with_values(
+    cfg: ModelConfig, values: dict[tuple, np.ndarray], *, seed: int = 0
+) -> nnx.Module:
+    """Builds a model whose parameters / statistics come from `values` (no random init).
+
+    Skipping the initialisers avoids compiling one RNG program per parameter shape, which
+    dominates model construction time on CPU. Dropout RNG streams are seeded from `seed`.
+
+    Args:
+      cfg: model configuration.
+      values: NNX path -> array for every `nnx.Param` and `nnx.BatchStat` of the model.
+      seed: seed of the dropout streams.
+
+    Raises:
+      ValueError: if a parameter or statistic has no value or a wrong shape.
+    """
+    abstract = nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(params=0, dropout=0)))
+    graphdef, state = nnx.split(abstract)
+    base = jax.random.key(seed)
+    problems = []
+    for i, (path, var) in enumerate(nnx.to_flat_state(state)):
+        path = tuple(path)
+        if isinstance(var, nnx.RngKey):
+            var.set_value(jax.random.fold_in(base, i))
+        elif isinstance(var, nnx.RngCount):
+            var.set_value(jnp.zeros((), jnp.uint32))
+        elif path not in values:
+            problems.append(f"missing value for {'.'.join(map(str, path))}")
+        elif tuple(np.shape(values[path])) != tuple(var.get_value().shape):
+            problems.append(f"{path}: got {np.shape(values[path])}, want {var.get_value().shape}")
+        else:
+            var.set_value(jnp.asarray(values[path], jnp.float32))
+    if problems:
+        raise ValueError(
+            "cannot build the model from the given values:\n  " + "\n  ".join(problems)
+        )
+    return nnx.merge(graphdef, state)
 
 
 def save_model(model: nnx.Module, cfg: ModelConfig, directory: str | os.PathLike) -> pathlib.Path:
@@ -86,7 +126,11 @@ def restore_model_state(model: nnx.Module, directory: str | os.PathLike) -> nnx.
 def load_model(directory: str | os.PathLike, *, seed: int = 0) -> tuple[nnx.Module, ModelConfig]:
     """Builds the model described by `model_config.json` and restores its state (eval mode)."""
     cfg = read_config(directory)
-    model = build_model(cfg, nnx.Rngs(params=seed, dropout=seed))
-    restore_model_state(model, directory)
+    abstract = nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(params=0, dropout=0)))
+    target = nnx.to_pure_dict(nnx.state(abstract, STATE_FILTER))
+    path = pathlib.Path(directory).expanduser().resolve() / "state"
+    restored = ocp.StandardCheckpointer().restore(path, target)
+    values = {tuple(p): v for p, v in traverse_util.flatten_dict(restored).items()}
+    model = build_with_values(cfg, values, seed=seed)
     model.eval()
     return model, cfg

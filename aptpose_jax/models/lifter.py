@@ -17,6 +17,7 @@ from aptpose_jax.models.layers import (
     VanillaTransformer,
     apply_head,
     make_head,
+    normal_init,
 )
 
 # Encoder k sees the copy masked by the k-th of these `Masks` fields / tokens (§2.2).
@@ -44,7 +45,7 @@ class MaskedSEMFrontEnd(nnx.Module):
         self.masked = masked
         if masked:
             for name in MASK_TOKENS:
-                setattr(self, name, nnx.Param(jax.random.normal(rngs.params(), (1, 1, 2))))
+                setattr(self, name, nnx.Param(normal_init(rngs, (1, 1, 2))))
         c, j = cfg.channel, cfg.n_joints
         for k in range(1, 5):
             enc = FCBlock(

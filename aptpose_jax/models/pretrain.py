@@ -8,7 +8,14 @@ import numpy as np
 from flax import nnx
 
 from aptpose_jax.models.config import ModelConfig
-from aptpose_jax.models.layers import LayerNorm, Linear, VanillaTransformer, apply_head, make_head
+from aptpose_jax.models.layers import (
+    LayerNorm,
+    Linear,
+    VanillaTransformer,
+    apply_head,
+    make_head,
+    normal_init,
+)
 from aptpose_jax.models.lifter import MaskedSEMFrontEnd
 
 
@@ -37,8 +44,8 @@ class PretrainModel(MaskedSEMFrontEnd):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self._init_front_end(cfg, True, rngs)
         c, h, f, j, dt = cfg.channel, cfg.d_hid, cfg.frames, cfg.n_joints, cfg.compute_dtype
-        self.dec_pos_embedding = nnx.Param(jax.random.normal(rngs.params(), (1, f, c // 2)))
-        self.mask_token = nnx.Param(jax.random.normal(rngs.params(), (1, 1, c // 2)))
+        self.dec_pos_embedding = nnx.Param(normal_init(rngs, (1, f, c // 2)))
+        self.mask_token = nnx.Param(normal_init(rngs, (1, 1, c // 2)))
         self.Transformer = VanillaTransformer(
             cfg.layers, c, h, f, dropout=cfg.dropout, dtype=dt, rngs=rngs
         )
