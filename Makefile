@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install install-test demo test lint
+.PHONY: install install-test demo demo-clean test lint
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -19,8 +19,14 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 # Stage I -> Stage II -> evaluation on the embedded demo data (generated on first use).
+# Re-running resumes from the checkpoints in workdirs/demo; `make demo-clean` starts afresh.
 demo: install
-	$(PY) -m aptpose_jax.demo_pipeline --workdir=workdirs/demo
+	$(PY) -m aptpose_jax.main --config=configs/h36m_pretrain.py:demo --workdir=workdirs/demo/pretrain
+	$(PY) -m aptpose_jax.main --config=configs/h36m_finetune.py:demo --workdir=workdirs/demo/finetune
+	$(PY) -m aptpose_jax.main --config=configs/h36m_eval.py:demo --workdir=workdirs/demo/eval
+
+demo-clean:
+	rm -rf workdirs/demo
 
 test: install-test
 	$(PY) -m pytest -q tests

@@ -76,7 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 160
-    c.eval.every_epochs = 1
+    c.eval.every_epochs = 1  # 0: never evaluate while training
     c.eval.max_batches = -1  # > 0 caps the evaluation pass (smoke runs)
 
     c.checkpoint = ml_collections.ConfigDict()
@@ -109,7 +109,7 @@ def apply_demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.optim.num_epochs = 3
     c.optim.max_steps_per_epoch = 60
     c.eval.batch_size = 128
-    c.eval.max_batches = 20
+    c.eval.max_batches = -1  # the whole demo test set: every action in the table
     c.log.every_steps = 20
     return c
 

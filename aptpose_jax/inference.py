@@ -59,7 +59,7 @@ def predict(run, params, batch_stats) -> dict[str, np.ndarray]:
         outputs.append(
             run.eval_step(params, batch_stats, device_batch, jax.random.fold_in(eval_key, i))
         )
-        hosts.append((idx.size, batch["group"], ds.window_seq[idx], ds.window_centre[idx]))
+        hosts.append((idx.size, batch["group"], ds.pair_seq[idx], ds.pair_start[idx]))
     fetched = jax.device_get(outputs)
     result = {
         k: np.concatenate([o[k][: h[0]] for o, h in zip(fetched, hosts, strict=True)])
@@ -83,42 +83,45 @@ def summarize(run, pred: dict) -> tuple[dict, str]:
     """Protocol numbers for the predictions of `predict`; returns (summary, text table)."""
     dataset, stage = run.config.data.dataset, run.config.model.stage
     group_names = list(run.test_ds.group_names)
-    if stage == "pretrain":  # Stage I: reconstruction error x1000, per group (§3.2)
+    if stage == "pretrain":  # Stage I: 2D reconstruction error x1000 per group (§3.2)
         err = pred["error"] * 1000.0
-        table = (
-            evaluate.h36m_action_table(err, err * 0.0, pred["group"], group_names)
-            if dataset == "h36m"
-            else None
-        )
-        p1 = table["p1"] if table else float(err.mean())
-        text = evaluate.format_action_table(table) if table else f"2D error x1000: {p1:.2f}"
-        return {"p1": p1, "p2": 0.0}, text
-    scale = _TO_MM[dataset]
-    pose, target = pred["pose"] * scale, pred["target"] * scale  # mm
-    p1 = metrics.mpjpe_per_pose(pose, target)
+        if dataset == "h36m":
+            table = evaluate.h36m_action_table(err, None, pred["group"], group_names, unit="x1000")
+            return {"p1": table["p1"], "p2": 0.0}, evaluate.format_action_table(table)
+        p1 = float(err.mean())
+        return {"p1": p1, "p2": 0.0}, f"2D reconstruction error x1000: {p1:.2f}"
+    to_mm = _TO_MM[dataset]
+    pose, target = pred["pose"] * to_mm, pred["target"] * to_mm
     p2 = metrics.p_mpjpe(pose, target)
-    n1 = metrics.n_mpjpe(pose, target)
     if dataset == "mpi_inf_3dhp":
         seq_names = np.asarray(group_names)[pred["group"]]
-        report = evaluate.mpi3dhp_report(pose, target, seq_names)
-        evaluate.write_mpi3dhp_report(report, run.workdir)
-        overall = report["overall"]
-        summary = {
-            "p1": float(p1.mean()),
-            "p2": float(p2.mean()),
-            "pck": overall["pck"],
-            "auc": overall["auc"],
-        }
-        return summary, evaluate.format_mpi3dhp_report(report)
-    table = evaluate.h36m_action_table(p1, p2, pred["group"], group_names, n_mpjpe=n1)
+        activity = run.test_seqs.frame_info.get("activity")
+        if activity is not None:  # labels of the evaluated centre frames
+            offsets = np.concatenate([[0], np.cumsum(run.test_seqs.lengths)[:-1]])
+            activity = np.concatenate(activity)[offsets[pred["seq"]] + pred["frame"]]
+        result = evaluate.mpi3dhp_evaluate(pose, target, seq_names, activity)
+        evaluate.write_mpi3dhp_report(result, run.workdir)
+        o = result["overall"]
+        summary = {"p1": o["mpjpe"], "p2": float(p2.mean()), "pck150": o["pck150"], "auc": o["auc"]}
+        return summary, evaluate.format_mpi3dhp_report(result)
+    table = evaluate.h36m_action_table(
+        metrics.mpjpe_per_pose(pose, target),
+        p2,
+        pred["group"],
+        group_names,
+        n_mpjpe=metrics.n_mpjpe(pose, target),
+    )
     vel = _velocity_error(pose, target, pred["seq"], pred["frame"])
     summary = {
         "p1": table["p1"],
         "p2": table["p2"],
-        "n_mpjpe": float(n1.mean()),
+        "n_mpjpe": table["n_mpjpe"],
         "mpjve": float(vel.mean()) if vel.size else math.nan,
     }
-    return summary, evaluate.format_action_table(table)
+    text = evaluate.format_action_table(table)
+    if vel.size:
+        text += f"\nMPJVE (velocity error along time, mm per frame): {summary['mpjve']:.2f}"
+    return summary, text
 
 
 def evaluate_run(run, log, step: int, state=None) -> dict:

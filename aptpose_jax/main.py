@@ -21,10 +21,16 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and l
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _quiet_libraries(record) -> bool:
+    """Keeps orbax's INFO chatter out of the run log (warnings still pass)."""
+    return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.INFO)
+    logging.get_absl_handler().addFilter(_quiet_libraries)
     summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     if summary.get("table"):
         print(summary["table"])  # the entry point's result for the user

@@ -246,6 +246,7 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
 
         convert.freeze_batchnorms(model)  # frozen encoders keep running stats (§2.5, Q27)
     graphdef, params, batch_stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+    params, batch_stats = sharding.put_replicated((params, batch_stats), mesh)
     rep, data = sharding.replicated(mesh), sharding.batch_sharded(mesh)
     train_step = jax.jit(
         steps.make_train_step(graphdef, rest, step_cfg, tx),

@@ -125,7 +125,10 @@ def make_train_step(graphdef, rest, cfg: StepConfig, tx: optax.GradientTransform
         masks = _masks(cfg, mask_key, batch["input_2d"].shape[0], use=True)
 
         def loss_fn(params):
-            model = nnx.merge(graphdef, params, state.batch_stats, rest)
+            # Fresh Variables inside this trace, so that BatchNorm and reseeding may write them.
+            model = nnx.merge(
+                graphdef, *jax.tree.map(lambda v: v, (params, state.batch_stats, rest))
+            )
             nnx.reseed(model, dropout=dropout_key)
             out = _forward(model, cfg, batch["input_2d"], masks)
             loss, metrics = _loss(cfg, out, batch, masks)
@@ -134,7 +137,7 @@ def make_train_step(graphdef, rest, cfg: StepConfig, tx: optax.GradientTransform
         grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = jax.tree.map(lambda p, u: p - lr * u.astype(p.dtype), state.params, updates)
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
         new_state = state.replace(
             params=params, batch_stats=batch_stats, opt_state=opt_state, step=state.step + 1
         )

@@ -156,7 +156,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         for epoch in range(epoch0, config.optim.num_epochs + 1):
             state = _train_epoch(run, state, epoch, n_steps, log, timer)
             is_best = False
-            if epoch % config.eval.every_epochs == 0 or epoch == config.optim.num_epochs:
+            every = config.eval.every_epochs  # 0: no evaluation while training
+            if every > 0 and (epoch % every == 0 or epoch == config.optim.num_epochs):
                 summary = inference.evaluate_run(run, log, step=int(state.step), state=state)
                 is_best = summary["p1"] < log.best_p1
                 log.best_p1 = min(log.best_p1, summary["p1"])

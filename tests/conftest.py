@@ -8,7 +8,15 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import jax  # noqa: E402
 import pytest  # noqa: E402
+
+# Tests build many small models with identical shapes in fresh `jax.jit`s: a persistent
+# compilation cache (per test session) turns the repeats into cache hits.
+_CACHE = pathlib.Path(os.environ.get("APTPOSE_TEST_JIT_CACHE", "/tmp/aptpose_jax_test_jit_cache"))
+jax.config.update("jax_compilation_cache_dir", str(_CACHE))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES_DIR = REPO_ROOT.parent / "shared" / "reference" / "fixtures"
@@ -18,5 +26,15 @@ FIXTURES_DIR = REPO_ROOT.parent / "shared" / "reference" / "fixtures"
 def fixtures_dir() -> pathlib.Path:
     """Directory of the official PyTorch reference fixtures (../shared/reference/fixtures)."""
     if not FIXTURES_DIR.is_dir():
-        pytest.fail(f"reference fixtures not found at {FIXTURES_DIR}; tests need ../shared beside the repo")
+        pytest.fail(
+            f"reference fixtures not found at {FIXTURES_DIR}; tests need ../shared beside the repo"
+        )
     return FIXTURES_DIR
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> pathlib.Path:
+    """A small demo dataset (official file formats), generated once per test session."""
+    from aptpose_jax.datasets.demo import generate_demo_data
+
+    return generate_demo_data(tmp_path_factory.mktemp("demo"), seed=0, frames_per_sequence=120)

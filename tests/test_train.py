@@ -1,0 +1,266 @@
+"""Configs, train/eval steps, data parallelism, checkpoints and resume, end-to-end runs."""
+
+import dataclasses
+import importlib.util
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from aptpose_jax import setup, sharding, steps, train
+from aptpose_jax.models import build_model
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+CONFIG_FILES = sorted((REPO_ROOT / "configs").glob("*.py"))
+
+
+def load_config(name: str, arg: str | None = None):
+    path = REPO_ROOT / "configs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"cfg_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def tiny(config, data_root, **overrides):
+    """A demo configuration shrunk further so a test trains in seconds."""
+    c = config
+    c.data.root = str(data_root)
+    c.model.frames = 27
+    c.model.layers = 2
+    c.model.channel = 16
+    c.model.d_hid = 32
+    c.data.subjects_train = "S1"
+    c.data.subjects_test = "S9"
+    c.data.actions = "Walking,Directions"
+    c.optim.batch_size = 16
+    c.optim.num_epochs = 2
+    c.optim.max_steps_per_epoch = 4
+    c.eval.batch_size = 16
+    c.eval.max_batches = 2
+    c.log.every_steps = 2
+    c.log.progress_bar = False
+    c.log.tensorboard = False
+    for path, value in overrides.items():
+        node = c
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("arg", [None, "demo"])
+def test_every_config_loads_and_initialises(path, arg):
+    config = load_config(path.stem, arg)
+    cfg = setup.model_config(config)
+    shapes = nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(0)))
+    n_params = sum(x.size for x in jax.tree.leaves(nnx.state(shapes, nnx.Param)))
+    assert n_params > 0
+    if arg == "demo":
+        assert config.data.demo and config.model.frames == 27
+
+
+def test_config_override_typo_is_an_error(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "aptpose_jax.main",
+        "--config=configs/h36m_pretrain.py:demo",
+        f"--workdir={tmp_path}",
+        "--config.optim.lrr=0.5",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "lrr" in proc.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_unknown_config_argument_is_an_error():
+    with pytest.raises(ValueError, match="unknown config argument"):
+        load_config("h36m_pretrain", "dmeo")
+
+
+def test_learning_rate_schedule_matches_reference():
+    c = load_config("h36m_finetune")
+    assert train.learning_rate(c.optim, 1) == pytest.approx(7e-4)
+    assert train.learning_rate(c.optim, 3) == pytest.approx(7e-4 * 0.97**2)
+    c.optim.large_decay_epoch = 2
+    assert train.learning_rate(c.optim, 3) == pytest.approx(7e-4 * 0.5 * 0.97)
+
+
+def test_epoch_order_is_a_function_of_seed_and_epoch():
+    a = train.epoch_order(1, 3, 100)
+    np.testing.assert_array_equal(a, train.epoch_order(1, 3, 100))
+    assert not np.array_equal(a, train.epoch_order(1, 4, 100))
+    np.testing.assert_array_equal(np.sort(a), np.arange(100))
+
+
+def _metrics(workdir):
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(x) for x in lines]
+
+
+def test_pretrain_and_finetune_lower_the_loss_and_chain(demo_root, tmp_path):
+    pre = tiny(
+        load_config("h36m_pretrain", "demo"),
+        demo_root,
+        **{"optim.num_epochs": 3, "optim.max_steps_per_epoch": 6, "optim.lr": 2e-3},
+    )
+    summary = train.train_and_evaluate(pre, str(tmp_path / "pre"))
+    losses = [m["train/loss"] for m in _metrics(tmp_path / "pre") if "train/loss" in m]
+    assert losses[-1] < losses[0]
+    assert math.isfinite(summary["p1"])
+    fine = tiny(
+        load_config("h36m_finetune", "demo"),
+        demo_root,
+        **{
+            "init.from_workdir": str(tmp_path / "pre"),
+            "optim.lr": 2e-3,
+            "optim.num_epochs": 3,
+            "optim.max_steps_per_epoch": 6,
+        },
+    )
+    summary = train.train_and_evaluate(fine, str(tmp_path / "fine"))
+    losses = [m["train/loss"] for m in _metrics(tmp_path / "fine") if "train/loss" in m]
+    assert losses[-1] < losses[0]
+    assert "Directions" in summary["table"] and summary["p1"] > 0
+    ev = tiny(
+        load_config("h36m_eval", "demo"), demo_root, **{"init.from_workdir": str(tmp_path / "fine")}
+    )
+    result = train.train_and_evaluate(ev, str(tmp_path / "eval"))
+    assert result["p1"] == pytest.approx(summary["p1"], rel=1e-5)  # same weights, same masks
+
+
+def _params_of(run_dir, config):
+    run = setup.build_run(config, run_dir)
+    state = run.initial_state()
+    restored = run.restore_latest(state)
+    run.close()
+    return jax.device_get(restored[0].params)
+
+
+def test_killed_run_resumes_to_identical_parameters(demo_root, tmp_path, monkeypatch):
+    def cfg():
+        return tiny(
+            load_config("h36m_finetune", "demo"),
+            demo_root,
+            **{
+                "init.from_workdir": "",
+                "checkpoint.every_steps": 3,
+                "optim.num_epochs": 2,
+                "optim.max_steps_per_epoch": 5,
+                "eval.every_epochs": 0,
+            },
+        )
+
+    train.train_and_evaluate(cfg(), str(tmp_path / "straight"))
+
+    original = train._train_epoch
+    calls = {"n": 0}
+
+    class Killed(Exception):
+        pass
+
+    def dying_step_runner(run, *args, **kwargs):
+        step_fn = run.train_step
+
+        def counting(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == 7:  # die in the middle of epoch 2, after the step-6 checkpoint
+                raise Killed()
+            return step_fn(*a, **k)
+
+        run.train_step = counting
+        try:
+            return original(run, *args, **kwargs)
+        finally:
+            run.train_step = step_fn
+
+    monkeypatch.setattr(train, "_train_epoch", dying_step_runner)
+    with pytest.raises(Killed):
+        train.train_and_evaluate(cfg(), str(tmp_path / "killed"))
+    monkeypatch.setattr(train, "_train_epoch", original)
+    train.train_and_evaluate(cfg(), str(tmp_path / "killed"))
+
+    a = _params_of(tmp_path / "straight", cfg())
+    b = _params_of(tmp_path / "killed", cfg())
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_eight_device_step_equals_one_device_step(demo_root, tmp_path):
+    assert len(jax.devices()) == 8, "conftest must provide 8 CPU devices"
+    config = tiny(load_config("h36m_finetune", "demo"), demo_root, **{"init.from_workdir": ""})
+    run = setup.build_run(config, tmp_path / "run")
+    batch = run.train_inputs(run.train_ds.get_batch(np.arange(16)))
+    key = jax.random.key(0)
+    # Plain gradient steps (identity transform): Adam's first step is ~sign(g), which would
+    # turn float reduction-order noise in near-zero gradients into lr-sized differences.
+    sgd = optax.identity()
+    step = jax.jit(steps.make_train_step(run.graphdef, run.rest, run.step_cfg, sgd))
+    results = []
+    for devices in (jax.devices(), jax.devices()[:1]):
+        mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
+        state = steps.TrainState(
+            params=run.params,
+            batch_stats=run.batch_stats,
+            opt_state=sgd.init(run.params),
+            step=jnp.int32(0),
+        )
+        state = sharding.put_replicated(state, mesh)
+        new_state, m = step(state, sharding.put_batch(batch, mesh), key, jnp.float32(1.0))
+        assert len(jax.tree.leaves(new_state.params)[0].devices()) == len(devices)
+        results.append(jax.device_get((new_state.params, new_state.batch_stats, m["loss"])))
+    run.close()
+    (p8, bs8, loss8), (p1, bs1, loss1) = results
+    assert float(loss8) == pytest.approx(float(loss1), rel=1e-5)
+    for x, y in zip(jax.tree.leaves((p8, bs8)), jax.tree.leaves((p1, bs1)), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+
+
+def test_batch_not_divisible_by_devices_is_a_clear_error(demo_root, tmp_path):
+    config = tiny(load_config("h36m_pretrain", "demo"), demo_root, **{"optim.batch_size": 12})
+    with pytest.raises(ValueError, match="not divisible by the 8 devices"):
+        setup.build_run(config, tmp_path / "run")
+
+
+def test_nan_loss_aborts_naming_the_step():
+    history = [jnp.float32(1.0), jnp.float32(0.5), jnp.float32(jnp.nan)]
+    with pytest.raises(train.NonFiniteLossError, match="global step 12"):
+        train._check_finite(history, 10)
+
+
+def test_eval_needs_weights(demo_root, tmp_path):
+    config = tiny(load_config("h36m_eval", "demo"), demo_root, **{"init.from_workdir": ""})
+    with pytest.raises(ValueError, match="evaluation needs weights"):
+        setup.build_run(config, tmp_path / "run")
+
+
+def test_evaluate_converted_fixture_weights_end_to_end(demo_root, fixtures_dir, tmp_path):
+    config = tiny(
+        load_config("h36m_eval", "demo"),
+        demo_root,
+        **{"init.from_workdir": "", "init.from_pth": str(fixtures_dir / "stage2_f27.pth")},
+    )
+    summary = train.train_and_evaluate(config, str(tmp_path / "eval"))
+    assert math.isfinite(summary["p1"]) and summary["p1"] > 0
+    assert math.isfinite(summary["p2"]) and summary["p2"] <= summary["p1"]
+    saved = json.loads((tmp_path / "eval" / "config.json").read_text())
+    assert saved["model"]["stage"] == "lifter"
+
+
+def test_model_config_from_run_config_is_frozen_dataclass():
+    c = load_config("h36m_pretrain")
+    cfg = setup.model_config(c)
+    assert dataclasses.is_dataclass(cfg) and cfg.frames == 243 and cfg.temporal_ratio == 0.8
