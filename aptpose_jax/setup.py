@@ -23,6 +23,7 @@ from aptpose_jax.datasets import load_sequences, skeleton
 from aptpose_jax.datasets.windows import WindowDataset
 from aptpose_jax.masking import MaskSpec
 from aptpose_jax.models import ModelConfig, build_model
+from aptpose_jax.optim import torch_amsgrad
 
 
 def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
@@ -200,8 +201,8 @@ def _initial_model(config, cfg: ModelConfig, rngs: nnx.Rngs):
 
 
 def _make_tx(config, model) -> optax.GradientTransformation:
-    """Adam with AMSGrad direction (unit lr; the step applies the per-epoch lr, §4.2)."""
-    tx = optax.scale_by_amsgrad(b1=0.9, b2=0.999, eps=1e-8)
+    """PyTorch's Adam(amsgrad=True) direction (unit lr; the step applies the lr, §4.2)."""
+    tx = torch_amsgrad(b1=0.9, b2=0.999, eps=1e-8)
     if not config.init.freeze:
         return tx
     from aptpose_jax import convert

@@ -111,21 +111,35 @@ def _metrics(workdir):
     return [json.loads(x) for x in lines]
 
 
-def test_pretrain_and_finetune_lower_the_loss_and_chain(demo_root, tmp_path):
+@pytest.fixture(scope="module")
+def stage1_workdir(demo_root, tmp_path_factory):
+    """A tiny Stage I run on demo data, shared by the fine-tuning tests."""
+    workdir = tmp_path_factory.mktemp("stage1")
     pre = tiny(
         load_config("h36m_pretrain", "demo"),
         demo_root,
         **{"optim.num_epochs": 3, "optim.max_steps_per_epoch": 6, "optim.lr": 2e-3},
     )
-    summary = train.train_and_evaluate(pre, str(tmp_path / "pre"))
-    losses = [m["train/loss"] for m in _metrics(tmp_path / "pre") if "train/loss" in m]
+    summary = train.train_and_evaluate(pre, str(workdir))
+    return workdir, summary
+
+
+def test_pretraining_lowers_the_loss(stage1_workdir):
+    workdir, summary = stage1_workdir
+    losses = [m["train/loss"] for m in _metrics(workdir) if "train/loss" in m]
     assert losses[-1] < losses[0]
-    assert math.isfinite(summary["p1"])
+    assert math.isfinite(summary["p1"]) and summary["p1"] > 0
+    assert "Directions" in summary["table"]
+
+
+def test_finetune_from_stage1_lowers_the_loss_and_eval_reproduces_it(
+    stage1_workdir, demo_root, tmp_path
+):
     fine = tiny(
         load_config("h36m_finetune", "demo"),
         demo_root,
         **{
-            "init.from_workdir": str(tmp_path / "pre"),
+            "init.from_workdir": str(stage1_workdir[0]),
             "optim.lr": 2e-3,
             "optim.num_epochs": 3,
             "optim.max_steps_per_epoch": 6,
@@ -264,3 +278,49 @@ def test_model_config_from_run_config_is_frozen_dataclass():
     c = load_config("h36m_pretrain")
     cfg = setup.model_config(c)
     assert dataclasses.is_dataclass(cfg) and cfg.frames == 243 and cfg.temporal_ratio == 0.8
+
+
+def test_freeze_keeps_stage1_weights_and_their_batchnorm_statistics(
+    stage1_workdir, demo_root, tmp_path
+):
+    pre_dir = stage1_workdir[0]
+    stage1, _ = setup._model_from_workdir(str(pre_dir), nnx.Rngs(0))
+
+    def cfg():
+        return tiny(
+            load_config("h36m_finetune", "demo"),
+            demo_root,
+            **{
+                "init.from_workdir": str(pre_dir),
+                "init.freeze": True,
+                "optim.num_epochs": 1,
+                "optim.max_steps_per_epoch": 3,
+                "optim.lr": 1e-2,
+                "eval.every_epochs": 0,
+            },
+        )
+
+    train.train_and_evaluate(cfg(), str(tmp_path / "fine"))
+    initial = setup.build_run(cfg(), tmp_path / "fresh")
+    start = jax.device_get(nnx.to_pure_dict(initial.params))
+    initial.close()
+    run = setup.build_run(cfg(), tmp_path / "fine")
+    state = run.restore_latest(run.initial_state())[0]
+    run.close()
+    params = jax.device_get(nnx.to_pure_dict(state.params))
+    stats = jax.device_get(nnx.to_pure_dict(state.batch_stats))
+    s1_params = nnx.to_pure_dict(nnx.state(stage1, nnx.Param))
+    s1_stats = nnx.to_pure_dict(nnx.state(stage1, nnx.BatchStat))
+    for name in ("encoder1", "encoder2", "encoder3", "encoder4", "Transformer"):
+        for x, y in zip(
+            jax.tree.leaves(params[name]), jax.tree.leaves(s1_params[name]), strict=True
+        ):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    for name in ("encoder1", "encoder2", "encoder3", "encoder4"):  # BN stats frozen (Q27)
+        for x, y in zip(jax.tree.leaves(stats[name]), jax.tree.leaves(s1_stats[name]), strict=True):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    changed = [
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(params["fcn"]), jax.tree.leaves(start["fcn"]), strict=True)
+    ]
+    assert any(changed)  # the Stage II heads do train
