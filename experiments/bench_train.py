@@ -116,30 +116,63 @@ def measure_matmul(dtype: str, n: int, reps: int = 5) -> float:
     return 2.0 * k * n**3 / statistics.median(times)
 
 
-def _median_ms(fn, n: int) -> float:
-    times = []
-    for i in range(n):
+def _time_steps(device_batch, step, n: int, warmup: int, pipelined: bool) -> dict:
+    """Times `step(batch, i)` on `device_batch(i)` (see the module docstring for the figures).
+
+    Each timed step first waits for its batch (input_ms), then for the step (device_ms); their
+    sum is step_ms. Medians over the `n` steps. The pipelined loop waits only at the end.
+    """
+    t0 = time.perf_counter()
+    for i in range(warmup):
+        jax.block_until_ready(step(device_batch(i), i))
+    warmup_s = time.perf_counter() - t0
+    inp, dev, tot = [], [], []
+    for i in range(warmup, warmup + n):
         t0 = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+        batch = jax.block_until_ready(device_batch(i))
+        t1 = time.perf_counter()
+        jax.block_until_ready(step(batch, i))
+        t2 = time.perf_counter()
+        inp.append(t1 - t0)
+        dev.append(t2 - t1)
+        tot.append(t2 - t0)
+    pipelined_ms = None
+    if pipelined:
+        t0 = time.perf_counter()
+        outs = [step(device_batch(i), i) for i in range(warmup + n, warmup + 2 * n)]
+        jax.block_until_ready(outs)
+        pipelined_ms = round(1e3 * (time.perf_counter() - t0) / n, 2)
+    ms = lambda xs: round(1e3 * statistics.median(xs), 2)  # noqa: E731
+    return dict(
+        step_ms=ms(tot),
+        pipelined_ms=pipelined_ms,
+        device_ms=ms(dev),
+        input_ms=ms(inp),
+        warmup_s=round(warmup_s, 2),
+    )
 
 
-def _figures(mode, b, flops, compile_s, input_ms, device_ms, step_ms, pipelined_ms, peak):
-    per_sample = None if flops is None else flops / b
-    util = None if flops is None else flops / (device_ms / 1e3) / peak
+def _figures(mode: str, b: int, flops, compile_s: float, times: dict, peak: float) -> dict:
+    """The reported row: throughput from the end-to-end step, utilisation from the device step."""
+    achieved = None if flops is None else flops / (times["device_ms"] / 1e3)  # FLOP/s
     return dict(
         mode=mode,
-        samples_per_s=round(b / (step_ms / 1e3), 2),
-        step_ms=round(step_ms, 2),
-        pipelined_ms=round(pipelined_ms, 2),
-        device_ms=round(device_ms, 2),
-        input_ms=round(input_ms, 2),
+        samples_per_s=round(b / (times["step_ms"] / 1e3), 2),
+        **times,
         compile_s=round(compile_s, 2),
-        flops_per_sample=None if per_sample is None else round(per_sample),
-        achieved_gflops=None if flops is None else round(flops / device_ms / 1e6, 2),
-        utilisation=None if util is None else round(util, 4),
+        flops_per_sample=None if flops is None else round(flops / b),
+        achieved_gflops=None if achieved is None else round(achieved / 1e9, 2),
+        utilisation=None if achieved is None else round(achieved / peak, 4),
     )
+
+
+def _n_batches(n_windows: int, b: int, split: str) -> int:
+    if n_windows < b:
+        raise ValueError(
+            f"the {split} set has {n_windows} windows, fewer than one batch of {b}: lower "
+            "--batch/--eval_batch or raise --frames_per_sequence"
+        )
+    return n_windows // b
 
 
 def bench_train(run, args, peak: float) -> tuple[dict, object]:
@@ -147,7 +180,7 @@ def bench_train(run, args, peak: float) -> tuple[dict, object]:
     cfg, ds, mesh = run.config, run.train_ds, run.mesh
     b = cfg.optim.batch_size
     order = epoch_order(cfg.seed, 1, len(ds))
-    n_batches = len(ds) // b
+    n_batches = _n_batches(len(ds), b, "training")
 
     def device_batch(i):
         j = i % n_batches
@@ -155,33 +188,19 @@ def bench_train(run, args, peak: float) -> tuple[dict, object]:
 
     lr = jnp.float32(learning_rate(cfg.optim, 1))
     key = lambda s: jax.random.fold_in(run.base_key, s)  # noqa: E731
-    fixed = device_batch(0)
+    first = device_batch(0)
     holder = {"state": run.initial_state()}
     t0 = time.perf_counter()
-    compiled = run.train_step.lower(holder["state"], fixed, key(0), lr).compile()
+    compiled = run.train_step.lower(holder["state"], first, key(0), lr).compile()
     compile_s = time.perf_counter() - t0
     flops = flops_of(compiled)
 
-    def step(batch, i, wait=True):
+    def step(batch, i):
         holder["state"], metrics = run.train_step(holder["state"], batch, key(i), lr)
-        if wait:
-            jax.block_until_ready((holder["state"], metrics))
+        return metrics  # one executable: its outputs are ready together
 
-    t0 = time.perf_counter()
-    for i in range(args.warmup):
-        step(device_batch(i), i)
-    warmup_s = time.perf_counter() - t0
-    n = args.steps
-    input_ms = _median_ms(lambda i: jax.block_until_ready(device_batch(i)), n)
-    device_ms = _median_ms(lambda i: step(fixed, i), n)
-    step_ms = _median_ms(lambda i: step(device_batch(i), i), n)
-    t0 = time.perf_counter()
-    for i in range(n):
-        step(device_batch(i), i, wait=False)
-    jax.block_until_ready(holder["state"])
-    pipelined_ms = 1e3 * (time.perf_counter() - t0) / n
-    row = _figures("train", b, flops, compile_s, input_ms, device_ms, step_ms, pipelined_ms, peak)
-    return {**row, "warmup_s": round(warmup_s, 2)}, holder["state"]
+    times = _time_steps(device_batch, step, args.steps, args.warmup, args.pipelined)
+    return _figures("train", b, flops, compile_s, times, peak), holder["state"]
 
 
 def bench_eval(run, args, peak: float, state=None) -> dict:
@@ -193,7 +212,7 @@ def bench_eval(run, args, peak: float, state=None) -> dict:
     params = run.params if state is None else state.params
     stats = run.batch_stats if state is None else state.batch_stats
     b = cfg.eval.batch_size
-    n_batches = len(ds) // b
+    n_batches = _n_batches(len(ds), b, "test")
     keys = ["input_2d", "input_2d_flip"] + ([] if cfg.model.stage == "pretrain" else ["gt_3d"])
 
     def device_batch(i):
@@ -202,33 +221,19 @@ def bench_eval(run, args, peak: float, state=None) -> dict:
         return sharding.put_batch({k: batch[k] for k in keys}, mesh)
 
     key = jax.random.fold_in(run.base_key, 2**31 - 1)
-    fixed = device_batch(0)
+    first = device_batch(0)
     t0 = time.perf_counter()
-    compiled = run.eval_step.lower(params, stats, fixed, key).compile()
+    compiled = run.eval_step.lower(params, stats, first, key).compile()
     compile_s = time.perf_counter() - t0
     flops = flops_of(compiled)
-    outs = []
-
-    def step(batch, wait=True):
-        outs.append(run.eval_step(params, stats, batch, key))
-        if wait:
-            jax.block_until_ready(outs.pop())
-
-    t0 = time.perf_counter()
-    for _ in range(args.warmup):
-        step(fixed)
-    warmup_s = time.perf_counter() - t0
-    n = args.steps
-    input_ms = _median_ms(lambda i: jax.block_until_ready(device_batch(i)), n)
-    device_ms = _median_ms(lambda i: step(fixed), n)
-    step_ms = _median_ms(lambda i: step(device_batch(i)), n)
-    t0 = time.perf_counter()
-    for i in range(n):
-        step(device_batch(i), wait=False)
-    jax.block_until_ready(outs)
-    pipelined_ms = 1e3 * (time.perf_counter() - t0) / n
-    row = _figures("eval", b, flops, compile_s, input_ms, device_ms, step_ms, pipelined_ms, peak)
-    return {**row, "warmup_s": round(warmup_s, 2)}
+    times = _time_steps(
+        device_batch,
+        lambda batch, i: run.eval_step(params, stats, batch, key),
+        args.steps,
+        args.warmup,
+        args.pipelined,
+    )
+    return _figures("eval", b, flops, compile_s, times, peak)
 
 
 def _git_commit() -> str:
@@ -248,8 +253,14 @@ def parse_args(argv=None):
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--stages", default="pretrain,finetune")
     p.add_argument("--modes", default="train,eval")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per measurement")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps after compilation")
+    p.add_argument(
+        "--pipelined",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time --steps steps dispatched without waiting (as the training loop)",
+    )
     p.add_argument("--frames", type=int, default=0, help="0: the config's (243)")
     p.add_argument("--layers", type=int, default=0, help="0: the config's (4)")
     p.add_argument("--channel", type=int, default=0, help="0: the config's (256)")
@@ -277,7 +288,8 @@ def main(argv=None) -> None:
     root = root if root.is_absolute() else REPO_ROOT / root
     ensure_demo_data(root, frames_per_sequence=args.frames_per_sequence)
     n = args.matmul_n or (2048 if jax.default_backend() == "cpu" else 8192)
-    peak = measure_matmul(args.dtype, n)
+    peaks = {d: measure_matmul(d, n) for d in ("float32", "bfloat16")}
+    peak = peaks[args.dtype]  # utilisation is relative to the matmul in the run's dtype
     common = dict(
         date=datetime.date.today().isoformat(),
         commit=_git_commit(),
@@ -286,7 +298,8 @@ def main(argv=None) -> None:
         device_count=len(jax.devices()),
         dtype=args.dtype,
         matmul_n=n,
-        matmul_gflops=round(peak / 1e9, 2),
+        matmul_gflops_fp32=round(peaks["float32"] / 1e9, 2),
+        matmul_gflops_bf16=round(peaks["bfloat16"] / 1e9, 2),
     )
     for stage in args.stages.split(","):
         config = bench_config(stage, args, root)
