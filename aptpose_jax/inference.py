@@ -100,7 +100,7 @@ def summarize(run, pred: dict) -> tuple[dict, str]:
             offsets = np.concatenate([[0], np.cumsum(run.test_seqs.lengths)[:-1]])
             activity = np.concatenate(activity)[offsets[pred["seq"]] + pred["frame"]]
         result = evaluate.mpi3dhp_evaluate(pose, target, seq_names, activity)
-        evaluate.write_mpi3dhp_report(result, run.workdir)
+        evaluate.write_mpi3dhp_report(result, run.workdir, prefix="mpi3dhp_metrics")
         o = result["overall"]
         summary = {"p1": o["mpjpe"], "p2": float(p2.mean()), "pck150": o["pck150"], "auc": o["auc"]}
         return summary, evaluate.format_mpi3dhp_report(result)
@@ -131,7 +131,9 @@ def evaluate_run(run, log, step: int, state=None) -> dict:
     pred = predict(run, params, batch_stats)
     summary, text = summarize(run, pred)
     log.scalars({f"eval/{k}": v for k, v in summary.items()}, step)
-    logging.info("evaluation at step %d:\n%s", step, text)
+    logging.info(
+        "evaluation at step %d: %s", step, ", ".join(f"{k} {v:.2f}" for k, v in summary.items())
+    )
     checkpointing.write_json_atomic(
         run.workdir / f"eval_{step:08d}.json", {"step": step, **summary, "table": text}
     )

@@ -5,7 +5,7 @@ Run book:
       --config.init.from_pth=checkpoint/Best_Result/3dhp_66_3081.pth   # P1 30.81 mm
   (the README evaluation omits --layers, i.e. 4, while training used 3 (Q25); with a .pth
    file the layer count is read from the file, so this does not matter here)
-Outputs `3dhp_metrics.csv` and `3dhp_metrics.json` in the workdir.
+Outputs `mpi3dhp_metrics.csv` and `mpi3dhp_metrics.json` in the workdir.
 Demo:
   python -m aptpose_jax.main --config=configs/3dhp_eval.py:demo --workdir=workdirs/demo/3dhp_eval
 """

@@ -324,3 +324,30 @@ def test_freeze_keeps_stage1_weights_and_their_batchnorm_statistics(
         for a, b in zip(jax.tree.leaves(params["fcn"]), jax.tree.leaves(start["fcn"]), strict=True)
     ]
     assert any(changed)  # the Stage II heads do train
+
+
+@pytest.mark.parametrize("name", ["3dhp_finetune", "wild_finetune"])
+def test_mask_free_lifter_trains_and_reports_its_protocol(name, demo_root, tmp_path):
+    config = tiny(
+        load_config(name, "demo"),
+        demo_root,
+        **{
+            "init.from_workdir": "",
+            "optim.num_epochs": 1,
+            "optim.max_steps_per_epoch": 2,
+            "eval.max_batches": -1,
+        },
+    )
+    summary = train.train_and_evaluate(config, str(tmp_path))
+    assert math.isfinite(summary["p1"]) and summary["p1"] > 0
+    if name.startswith("3dhp"):
+        assert 0.0 <= summary["pck150"] <= 100.0 and 0.0 <= summary["auc"] <= 100.0
+        rows = (tmp_path / "mpi3dhp_metrics.csv").read_text().splitlines()
+        assert rows[0].startswith("group,name,frames,pck150,auc,mpjpe")
+        assert sum(r.startswith("sequence,TS") for r in rows) == 6
+        report = json.loads((tmp_path / "mpi3dhp_metrics.json").read_text())
+        assert report["overall"]["frames"] == sum(
+            v["frames"] for v in report["per_sequence"].values()
+        )
+    else:
+        assert "Walking" in summary["table"]  # detectron COCO input, H36M targets
