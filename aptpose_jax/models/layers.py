@@ -91,6 +91,45 @@ class StridedConv(nnx.Module):
         return matmul(cat, w, self.dtype) + self.bias[...]
 
 
+def _mix32(x: jax.Array) -> jax.Array:
+    """`lowbias32` integer hash (Wellons): a well-mixed bijection on uint32."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def hash_uniform_bits(key: jax.Array, shape: tuple) -> jax.Array:
+    """Counter-based uint32 random bits: hash(hash(index ^ s0) + s1), (s0, s1) drawn from `key`.
+
+    About 40x faster than threefry on CPU (which made dropout ~1/4 of a training step) and
+    statistically ample for dropout masks; deterministic given the key.
+    """
+    n = math.prod(shape)
+    if n >= 2**32:
+        raise ValueError(f"dropout tensor of {n} elements is too large for 32-bit counters")
+    seed = jax.random.bits(key, (2,), jnp.uint32)
+    idx = jax.lax.iota(jnp.uint32, n).reshape(shape)
+    return _mix32(_mix32(idx ^ seed[0]) + seed[1])
+
+
+class Dropout(nnx.Dropout):
+    """`nnx.Dropout` (same attributes, `.eval()`/`.train()`, RNG stream) with a fast mask.
+
+    Keeps each entry with probability `1 - rate` (to 2^-32) and scales kept entries by
+    `1 / (1 - rate)`, like PyTorch. Bit-level RNG parity with PyTorch is impossible anyway.
+    """
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.deterministic or self.rate == 0.0:
+            return x
+        if self.rate >= 1.0:
+            return jnp.zeros_like(x)
+        keep = hash_uniform_bits(self.rngs(), x.shape) >= jnp.uint32(int(self.rate * 2**32))
+        return jnp.where(keep, x * (1.0 / (1.0 - self.rate)), jnp.zeros((), x.dtype))
+
+
 class LayerNorm(nnx.Module):
     """The reference LayerNorm (Q5): unbiased std, eps 1e-6 added to the std."""
 
@@ -148,7 +187,7 @@ class MultiHeadedAttention(nnx.Module):
         self.linears = nnx.List(
             [Linear(d_model, d_model, dtype=dtype, rngs=rngs) for _ in range(4)]
         )
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = Dropout(dropout, rngs=rngs)
         self.h = h
         self.dtype = dtype
 
@@ -176,7 +215,7 @@ class PositionwiseFeedForward(nnx.Module):
     def __init__(self, d_model: int, d_ff: int, dropout: float, *, dtype=F32, rngs: nnx.Rngs):
         self.w_1 = Linear(d_model, d_ff, dtype=dtype, rngs=rngs)
         self.w_2 = Linear(d_ff, d_model, dtype=dtype, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = Dropout(dropout, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.w_2(self.dropout(jax.nn.relu(self.w_1(x))))
@@ -187,7 +226,7 @@ class SublayerConnection(nnx.Module):
 
     def __init__(self, d_model: int, dropout: float, *, rngs: nnx.Rngs):
         self.norm = LayerNorm(d_model)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = Dropout(dropout, rngs=rngs)
 
     def __call__(self, x: jax.Array, fn) -> jax.Array:
         return x + self.dropout(fn(self.norm(x)))
@@ -268,7 +307,7 @@ class StridedFeedForward(nnx.Module):
     def __init__(self, d_model: int, d_ff: int, stride: int, dropout: float, *, dtype, rngs):
         self.w_1 = Linear(d_model, d_ff, dtype=dtype, rngs=rngs)
         self.w_2 = StridedConv(d_ff, d_model, stride, dtype=dtype, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = Dropout(dropout, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.w_2(self.dropout(jax.nn.relu(self.w_1(x))))
@@ -358,7 +397,7 @@ class ResidualBlock(nnx.Module):
         self.batch_norm1 = BatchNorm(size)
         self.w2 = Linear(size, size, dtype=dtype, rngs=rngs)
         self.batch_norm2 = BatchNorm(size)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = Dropout(dropout, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = self.dropout(jax.nn.leaky_relu(self.batch_norm1(self.w1(x)), 0.2))
@@ -386,7 +425,7 @@ class FCBlock(nnx.Module):
             [ResidualBlock(linear_size, dropout, dtype=dtype, rngs=rngs) for _ in range(block_num)]
         )
         self.fc_2 = Linear(linear_size, c_out, dtype=dtype, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = Dropout(dropout, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.dropout(jax.nn.leaky_relu(self.bn_1(self.fc_1(x)), 0.2))

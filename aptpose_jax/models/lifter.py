@@ -11,6 +11,7 @@ from flax import nnx
 
 from aptpose_jax.models.config import ModelConfig, stride_num
 from aptpose_jax.models.layers import (
+    Dropout,
     FCBlock,
     Linear,
     StridedTransformer,
@@ -135,7 +136,7 @@ class Refine(nnx.Module):
         self.post_refine = nnx.List(
             [Linear(6 * n_joints, hidden, rngs=rngs), Linear(hidden, 2 * n_joints, rngs=rngs)]
         )
-        self.dropout = nnx.Dropout(0.5, rngs=rngs)
+        self.dropout = Dropout(0.5, rngs=rngs)
 
     def __call__(self, pose: jax.Array, pose_uvd: jax.Array) -> jax.Array:
         """Refines a centre-frame pose.
