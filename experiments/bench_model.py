@@ -12,6 +12,7 @@ drawn inside the step as in training.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -34,34 +35,78 @@ def _loss(stage: str, out: dict, batch: dict, masks) -> jax.Array:
     return losses.lifter_loss(out, batch["gt"])[0]
 
 
-def make_steps(model, cfg: ModelConfig, spec: MaskSpec, tx):
-    """Returns jitted (eval_fn, train_fn) over the split model state."""
+def make_steps(model, cfg: ModelConfig, spec: MaskSpec, tx, jit: str, batch: dict):
+    """Returns (eval_fn(key), train_fn(key)) closures over the model / optimizer state.
+
+    `jit="split"`: `nnx.split` once, then `jax.jit` of pure functions of the state (what
+    `aptpose_jax/steps.py` does). `jit="nnx"`: `nnx.jit` over the live module and an
+    `nnx.Optimizer`-free functional update (graph traversal on every call).
+    """
+    x, gt = batch["x"], batch["gt"]
+    if jit == "nnx":
+
+        @nnx.jit
+        def eval_nnx(m, key):
+            return m(x, draw_masks(key, spec))
+
+        @nnx.jit
+        def train_nnx(m, opt_state, key):
+            mkey, dkey = jax.random.split(key)
+            masks = draw_masks(mkey, spec)
+            nnx.reseed(m, dropout=dkey)
+
+            def loss_fn(m):
+                return _loss(cfg.stage, m(x, masks), {"x": x, "gt": gt}, masks)
+
+            loss, grads = nnx.value_and_grad(loss_fn)(m)
+            params = nnx.state(m, nnx.Param)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            nnx.update(m, optax.apply_updates(params, updates))
+            return loss, opt_state
+
+        eval_model = nnx.clone(model)
+        eval_model.eval()
+        model.train()
+        state = {"opt": tx.init(nnx.state(model, nnx.Param))}
+
+        def train_call(key):
+            loss, state["opt"] = train_nnx(model, state["opt"], key)
+            return loss
+
+        return lambda key: eval_nnx(eval_model, key), train_call
+
     model.eval()
     eval_graph = nnx.split(model, nnx.Param, nnx.BatchStat, ...)[0]
     model.train()
     graph, params, stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
 
     @jax.jit
-    def eval_fn(params, stats, x, key):
+    def eval_fn(params, stats, key):
         m = nnx.merge(eval_graph, params, stats, rest)
         return m(x, draw_masks(key, spec))
 
-    @jax.jit
-    def train_fn(params, stats, opt_state, batch, key):
+    @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
+    def train_fn(params, stats, opt_state, key):
         mkey, dkey = jax.random.split(key)
         masks = draw_masks(mkey, spec)
 
         def loss_fn(p):
             m = nnx.merge(graph, p, stats, rest, copy=True)  # copy: RNG counters mutate under grad
             nnx.reseed(m, dropout=dkey)
-            loss = _loss(cfg.stage, m(batch["x"], masks), batch, masks)
+            loss = _loss(cfg.stage, m(x, masks), {"x": x, "gt": gt}, masks)
             return loss, nnx.state(m, nnx.BatchStat)
 
         (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), new_stats, opt_state, loss
 
-    return eval_fn, train_fn, params, stats
+    state = {"p": params, "s": stats, "o": tx.init(params)}
+
+    def train_call(key):
+        state["p"], state["s"], state["o"], loss = train_fn(state["p"], state["s"], state["o"], key)
+        return loss
+
+    return lambda key: eval_fn(state["p"], state["s"], key), train_call
 
 
 def _time(fn, iters: int, reps: int) -> tuple[float, float]:
@@ -91,31 +136,26 @@ def bench(args, stage: str) -> None:
     )
     spec = MaskSpec(frames=cfg.frames, temporal_ratio=ratio, joints_per_frame=0)
     model = build_model(cfg, nnx.Rngs(params=0, dropout=1))
-    tx = optax.amsgrad(1e-3)
-    eval_fn, train_fn, params, stats = make_steps(model, cfg, spec, tx)
-    opt_state = tx.init(params)
     rng = np.random.default_rng(0)
     b, f, j = args.batch, cfg.frames, cfg.n_joints
     batch = {
         "x": jnp.asarray(rng.uniform(-1, 1, (b, f, j, 2)), jnp.float32),
         "gt": jnp.asarray(rng.normal(size=(b, f, j, 3)), jnp.float32),
     }
-    key = jax.random.key(0)
-    dev = jax.devices()[0]
+    eval_call, train_call = make_steps(model, cfg, spec, optax.amsgrad(1e-3), args.jit, batch)
+    keys = iter(jax.random.split(jax.random.key(0), 1000))
     common = dict(
         backend=jax.default_backend(),
-        device=dev.device_kind,
+        device=jax.devices()[0].device_kind,
         batch=b,
         frames=f,
         layers=cfg.layers,
         channel=cfg.channel,
         dtype=args.dtype,
+        jit=args.jit,
         stage=stage,
     )
-    modes = {
-        "eval": lambda: eval_fn(params, stats, batch["x"], key),
-        "train": lambda: train_fn(params, stats, opt_state, batch, key),
-    }
+    modes = {"eval": lambda: eval_call(next(keys)), "train": lambda: train_call(next(keys))}
     for mode in args.modes.split(","):
         sec, compile_s = _time(modes[mode], args.iters, args.reps)
         load = os.getloadavg()[0]
@@ -142,6 +182,7 @@ def main() -> None:
     p.add_argument("--modes", default="eval,train")
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--jit", choices=("split", "nnx"), default="split")
     args = p.parse_args()
     for stage in args.stages.split(","):
         bench(args, stage)
