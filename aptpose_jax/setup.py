@@ -172,11 +172,13 @@ def _initial_model(config, cfg: ModelConfig, rngs: nnx.Rngs):
     from aptpose_jax import convert  # torch is only needed for .pth files
 
     init = config.init
-    if init.from_workdir and init.from_pth:
-        raise ValueError("set only one of --config.init.from_workdir and --config.init.from_pth")
+    if init.from_workdir and init.from_pth:  # demo configs preset from_workdir
+        logging.warning("init.from_pth given: ignoring init.from_workdir=%s", init.from_workdir)
     source = None
     if init.from_pth:
-        source, source_cfg = convert.load_pth(init.from_pth)
+        # The visible-frame count of Stage I is not stored in a .pth: take this run's.
+        extra = {"temporal_ratio": cfg.temporal_ratio} if cfg.stage == "pretrain" else {}
+        source, source_cfg = convert.load_pth(init.from_pth, **extra)
     elif init.from_workdir:
         source, source_cfg = _model_from_workdir(init.from_workdir, rngs)
     if source is None:
@@ -196,7 +198,12 @@ def _initial_model(config, cfg: ModelConfig, rngs: nnx.Rngs):
             cfg, dtype=source_cfg.dtype, temporal_ratio=source_cfg.temporal_ratio
         ):
             logging.info("model sizes taken from the loaded weights: %s", source_cfg)
-        return source, dataclasses.replace(source_cfg, dtype=cfg.dtype)
+        if source_cfg.dtype == cfg.dtype:
+            return source, source_cfg
+        target_cfg = dataclasses.replace(source_cfg, dtype=cfg.dtype)  # same weights, new dtype
+        model = build_model(target_cfg, rngs)
+        nnx.update(model, *nnx.state(source, nnx.Param, nnx.BatchStat))
+        return model, target_cfg
     raise ValueError(f"cannot initialise a {cfg.stage!r} model from {source_cfg.stage!r} weights")
 
 
