@@ -10,7 +10,8 @@ from flax import nnx
 
 from aptpose_jax.masking import MaskSpec, draw_masks, no_masks
 from aptpose_jax.models import ModelConfig, build_model, stride_num
-from aptpose_jax.models.layers import BatchNorm, LayerNorm, StridedConv
+from aptpose_jax.models.layers import BatchNorm, LayerNorm
+from aptpose_jax.models.strided import StridedConv
 
 
 def n_params(cfg: ModelConfig) -> int:

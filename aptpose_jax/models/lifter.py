@@ -14,12 +14,12 @@ from aptpose_jax.models.layers import (
     Dropout,
     FCBlock,
     Linear,
-    StridedTransformer,
     VanillaTransformer,
     apply_head,
     make_head,
     normal_init,
 )
+from aptpose_jax.models.strided import StridedTransformer
 
 # Encoder k sees the copy masked by the k-th of these `Masks` fields / tokens (§2.2).
 MASK_FIELDS = ("joint", "bone", "limb", "half_body")
