@@ -229,3 +229,15 @@ def test_refine_blends_uv_only(lifter):
     model.refine.post_refine[1].bias[...] = jnp.full((34,), 50.0)  # sigmoid -> 1: keep pose
     np.testing.assert_allclose(model.refine_pose(pose, uvd), pose, atol=1e-6)
     model.refine.post_refine[1].bias[...] = saved
+
+
+def test_matmul_custom_vjp_matches_autodiff():
+    from aptpose_jax.models.layers import matmul
+
+    x = jax.random.normal(jax.random.key(11), (2, 5, 6))
+    w = jax.random.normal(jax.random.key(12), (6, 4))
+    g = jax.random.normal(jax.random.key(13), (2, 5, 4))
+    ours = jax.vjp(lambda x, w: matmul(x, w, jnp.float32), x, w)[1](g)
+    plain = jax.vjp(lambda x, w: jnp.matmul(x, w), x, w)[1](g)
+    for a, b in zip(ours, plain, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

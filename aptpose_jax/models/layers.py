@@ -53,9 +53,36 @@ def normal_init(rngs: nnx.Rngs, shape) -> jax.Array:
     return random_init(rngs.params(), shape, 1.0, normal=True)
 
 
-def matmul(x: jax.Array, w: jax.Array, dtype) -> jax.Array:
-    """`x @ w` over the last axis of x with operands in `dtype`, float32 result."""
+def _matmul(x: jax.Array, w: jax.Array, dtype) -> jax.Array:
     return jnp.matmul(x.astype(dtype), w.astype(dtype), preferred_element_type=F32)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def matmul(x: jax.Array, w: jax.Array, dtype) -> jax.Array:
+    """`x @ w` over the last axis of x with operands in `dtype`, float32 result.
+
+    The custom VJP saves `x` already transposed to `(C_in, N)` in the forward pass, so the
+    weight gradient is a plain `(C_in, N) @ (N, C_out)` GEMM. Left to itself, XLA:CPU transposes
+    an operand inside the backward pass and fuses the whole elementwise chain that produces it
+    (LN/BN backward, dropout masks) into that strided transpose, which dominated training steps.
+    """
+    return _matmul(x, w, dtype)
+
+
+def _matmul_fwd(x, w, dtype):
+    xt = x.reshape(-1, x.shape[-1]).astype(dtype).T  # (C_in, N)
+    return _matmul(x, w, dtype), (xt, w)
+
+
+def _matmul_bwd(dtype, res, g):
+    xt, w = res
+    g_c = g.astype(dtype)
+    dw = jnp.matmul(xt, g_c.reshape(-1, g.shape[-1]), preferred_element_type=F32)  # (C_in, C_out)
+    dx = jnp.matmul(g_c, w.astype(dtype).T, preferred_element_type=F32)  # (..., C_in)
+    return dx, dw.astype(w.dtype)
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 class Linear(nnx.Module):
