@@ -97,7 +97,7 @@ def flops_of(compiled) -> float | None:
 
 
 def measure_matmul(dtype: str, n: int, reps: int = 5) -> float:
-    """FLOP/s of an (n, n) @ (n, n) matmul in `dtype`, best of `reps`, over all devices.
+    """FLOP/s of an (n, n) @ (n, n) matmul of `dtype` inputs, best of `reps`, all devices.
 
     Each device multiplies its own pair (the matrices are sharded along a leading device axis),
     so the figure is comparable with a data-parallel step. Best rather than median: it is the
@@ -108,7 +108,11 @@ def measure_matmul(dtype: str, n: int, reps: int = 5) -> float:
     shard = sharding.batch_sharded(mesh)
     a = jax.device_put(jnp.full((k, n, n), 0.5, dtype), shard)  # (D, n, n)
     b = jax.device_put(jnp.full((k, n, n), 0.25, dtype), shard)
-    mm = jax.jit(lambda x, y: jnp.einsum("dij,djk->dik", x, y))  # (D, n, n)
+    # float32 accumulation, as the model's layers compute bf16 products (XLA:CPU then uses
+    # AMX/oneDNN for bf16: about 6x the bf16-output matmul on Sapphire Rapids).
+    mm = jax.jit(
+        lambda x, y: jnp.einsum("dij,djk->dik", x, y, preferred_element_type=jnp.float32)
+    )  # (D, n, n)
     jax.block_until_ready(mm(a, b))
     times = []
     for _ in range(reps):
