@@ -23,6 +23,7 @@ from aptpose_jax.datasets import load_sequences, skeleton
 from aptpose_jax.datasets.windows import WindowDataset
 from aptpose_jax.masking import MaskSpec
 from aptpose_jax.models import ModelConfig, build_model
+from aptpose_jax.models import io as model_io
 from aptpose_jax.optim import torch_amsgrad
 
 
@@ -154,7 +155,12 @@ class Run:
 
 
 def _model_from_workdir(workdir: str, rngs: nnx.Rngs):
-    """Rebuilds the model saved in a training workdir (its best, else latest, checkpoint)."""
+    """Rebuilds the model of a training workdir (its best, else latest, checkpoint) or of a
+    converter output directory (`python -m aptpose_jax.convert --out DIR`)."""
+    if (Path(workdir) / model_io.CONFIG_FILE).is_file():
+        model, cfg = model_io.load_model(workdir)
+        logging.info("loaded converted %s model from %s", cfg.stage, workdir)
+        return model, cfg
     directory, step, meta = checkpointing.read_run_meta(workdir, "best")
     cfg = ModelConfig(**meta["model_config"])
     model = build_model(cfg, rngs)

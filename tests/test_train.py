@@ -272,6 +272,14 @@ def test_evaluate_converted_fixture_weights_end_to_end(demo_root, fixtures_dir, 
     assert math.isfinite(summary["p2"]) and summary["p2"] <= summary["p1"]
     saved = json.loads((tmp_path / "eval" / "config.json").read_text())
     assert saved["model"]["stage"] == "lifter"
+    # The converter's output directory serves as init.from_workdir with the same result.
+    from aptpose_jax.convert import convert_pth
+
+    convert_pth(fixtures_dir / "stage2_f27.pth", tmp_path / "converted")
+    config.init.from_pth = ""
+    config.init.from_workdir = str(tmp_path / "converted")
+    again = train.train_and_evaluate(config, str(tmp_path / "eval2"))
+    assert again["p1"] == pytest.approx(summary["p1"], rel=1e-6)
 
 
 def test_model_config_from_run_config_is_frozen_dataclass():
