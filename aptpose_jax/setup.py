@@ -109,10 +109,12 @@ class Run:
     base_key: jax.Array
 
     def initial_state(self) -> steps.TrainState:
+        # Copies: the train step donates its state, and `self.params` must stay usable.
+        params, batch_stats = jax.tree.map(jnp.copy, (self.params, self.batch_stats))
         state = steps.TrainState(
-            params=self.params,
-            batch_stats=self.batch_stats,
-            opt_state=self.tx.init(self.params),
+            params=params,
+            batch_stats=batch_stats,
+            opt_state=self.tx.init(params),
             step=jnp.int32(0),
         )
         return sharding.put_replicated(state, self.mesh)
