@@ -8,7 +8,6 @@ are written.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -20,7 +19,6 @@ class MetricLog:
     """Appends scalars to `<workdir>/metrics.jsonl` and TensorBoard event files."""
 
     def __init__(self, workdir: str | Path, tensorboard: bool = True):
-        self.best_p1 = math.inf
         self._active = jax.process_index() == 0
         self._file = None
         self._tb = None

@@ -22,7 +22,7 @@ import optax
 from flax import nnx
 
 from aptpose_jax import flip, losses
-from aptpose_jax.masking import MaskSpec, draw_masks, no_masks
+from aptpose_jax.masking import Masks, MaskSpec, draw_masks, no_masks
 
 
 @flax.struct.dataclass
@@ -66,28 +66,22 @@ class StepConfig:
     test_flip: bool = True
 
 
-def _masks(cfg: StepConfig, key: jax.Array, batch_size: int, use: bool):
-    if not use or cfg.stage == "lifter_nomask":
-        spec = cfg.mask_spec
-        if cfg.stage == "pretrain":  # the temporal mask is Stage I's input selection
-            return draw_masks(
-                key,
-                dataclasses.replace(
-                    spec,
-                    joints_per_frame=0,
-                    bones_per_frame=0,
-                    limbs_per_frame=0,
-                    half_bodies_per_frame=0,
-                    per_sample=False,
-                ),
-            )
-        return no_masks(spec.frames, spec.n_joints)
-    return draw_masks(key, cfg.mask_spec, batch_size)
+def _masks(cfg: StepConfig, key: jax.Array, batch_size: int, use: bool) -> Masks | None:
+    """The masks of one batch; `use=False` means mask-free (Stage I keeps its temporal mask)."""
+    spec = cfg.mask_spec
+    if cfg.stage == "lifter_nomask":
+        return None
+    if use:
+        return draw_masks(key, spec, batch_size)
+    if cfg.stage == "pretrain":  # Stage I always hides frames: that is its task
+        spatial_off = dict(joints_per_frame=0, bones_per_frame=0, limbs_per_frame=0,
+                           half_bodies_per_frame=0, per_sample=False)  # fmt: skip
+        return draw_masks(key, dataclasses.replace(spec, **spatial_off))
+    return no_masks(spec.frames, spec.n_joints)
 
 
-def _forward(model, cfg: StepConfig, x, masks):
-    out = model(x, None if cfg.stage == "lifter_nomask" else masks)
-    return {k: v.astype(jnp.float32) for k, v in out.items()}
+def _forward(model, x, masks):
+    return {k: v.astype(jnp.float32) for k, v in model(x, masks).items()}
 
 
 def _loss(cfg: StepConfig, out, batch, masks):
@@ -130,7 +124,7 @@ def make_train_step(graphdef, rest, cfg: StepConfig, tx: optax.GradientTransform
                 graphdef, *jax.tree.map(lambda v: v, (params, state.batch_stats, rest))
             )
             nnx.reseed(model, dropout=dropout_key)
-            out = _forward(model, cfg, batch["input_2d"], masks)
+            out = _forward(model, batch["input_2d"], masks)
             loss, metrics = _loss(cfg, out, batch, masks)
             return loss, (metrics, nnx.state(model, nnx.BatchStat))
 
@@ -160,9 +154,9 @@ def make_eval_step(graphdef, rest, cfg: StepConfig):
         x = batch["input_2d"]
         masks = _masks(cfg, key, x.shape[0], use=cfg.masks_in_eval)
         name = "recon" if cfg.stage == "pretrain" else "pose"
-        pred = _forward(model, cfg, x, masks)[name]
+        pred = _forward(model, x, masks)[name]
         if cfg.test_flip and "input_2d_flip" in batch:
-            pred_flip = _forward(model, cfg, batch["input_2d_flip"], masks)[name]
+            pred_flip = _forward(model, batch["input_2d_flip"], masks)[name]
             pred = flip.tta_average(pred, pred_flip, cfg.joints_left, cfg.joints_right)
         if cfg.stage == "pretrain":  # per-sample mean 2D error over all frames (§3.2)
             target = losses.pretrain_target(x, masks.temporal)  # (B, F, J, 2)

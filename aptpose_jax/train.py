@@ -26,7 +26,6 @@ from absl import logging
 
 from aptpose_jax import inference, setup, sharding
 from aptpose_jax.logs import MetricLog
-from aptpose_jax.steps import TrainState
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -75,7 +74,8 @@ def _check_finite(history: list, first_step: int) -> None:
         )
 
 
-def _train_epoch(run, state, epoch: int, n_steps: int, log: MetricLog, timer: dict):
+def _train_epoch(run, state, epoch: int, n_steps: int, log: MetricLog, timer: dict,
+                 best_p1: float):  # fmt: skip
     """One epoch from the saved position; returns the new state."""
     cfg, ds = run.config, run.train_ds
     b = cfg.optim.batch_size
@@ -90,22 +90,24 @@ def _train_epoch(run, state, epoch: int, n_steps: int, log: MetricLog, timer: di
         initial=start,
         total=n_steps,
     )
-    history, hist_start, t0, seen = [], int(state.step), time.perf_counter(), 0
+    first_step = int(state.step)  # host-side step count: no device sync inside the loop
+    history, hist_start, t0, seen = [], first_step, time.perf_counter(), 0
     for i in bar:
+        step = first_step + (i - start)  # global step of this batch, before the update
         batch = ds.get_batch(order[i * b : (i + 1) * b])
         batch = sharding.put_batch(run.train_inputs(batch), run.mesh)
-        key = jax.random.fold_in(run.base_key, int(state.step))
+        key = jax.random.fold_in(run.base_key, step)
         t_c = time.perf_counter()
         state, metrics = run.train_step(state, batch, key, lr)
         if not timer.get("compiled"):  # the first step compiles: report it apart
             jax.block_until_ready(metrics["loss"])
-            log.scalar("perf/first_step_s", time.perf_counter() - t_c, int(state.step))
+            log.scalar("perf/first_step_s", time.perf_counter() - t_c, step + 1)
             timer["compiled"] = True
             t0, seen = time.perf_counter(), 0
         else:
             seen += b
         history.append(metrics["loss"])
-        step = int(state.step)
+        step += 1
         if step % cfg.log.every_steps == 0 or i == n_steps - 1:
             _check_finite(history, hist_start + 1)
             history, hist_start = [], step
@@ -125,7 +127,7 @@ def _train_epoch(run, state, epoch: int, n_steps: int, log: MetricLog, timer: di
             and step % cfg.checkpoint.every_steps == 0
             and i != n_steps - 1
         ):
-            run.save(state, epoch, log.best_p1, is_best=False)
+            run.save(state, epoch, best_p1, is_best=False)
     return state
 
 
@@ -150,18 +152,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             epoch0, best_p1 = meta["epoch"], meta["best_p1"]
             if meta.get("epoch_done"):
                 epoch0 += 1
-        log.best_p1 = best_p1
         summary, timer = {}, {}
         n_steps = steps_per_epoch(config, len(run.train_ds))
+        if epoch0 > config.optim.num_epochs:
+            logging.info("all %d epochs already done in %s", config.optim.num_epochs, workdir)
         for epoch in range(epoch0, config.optim.num_epochs + 1):
-            state = _train_epoch(run, state, epoch, n_steps, log, timer)
+            state = _train_epoch(run, state, epoch, n_steps, log, timer, best_p1)
             is_best = False
             every = config.eval.every_epochs  # 0: no evaluation while training
             if every > 0 and (epoch % every == 0 or epoch == config.optim.num_epochs):
                 summary = inference.evaluate_run(run, log, step=int(state.step), state=state)
-                is_best = summary["p1"] < log.best_p1
-                log.best_p1 = min(log.best_p1, summary["p1"])
-            run.save(state, epoch, log.best_p1, is_best=is_best, epoch_done=True)
+                is_best = summary["p1"] < best_p1
+                best_p1 = min(best_p1, summary["p1"])
+            run.save(state, epoch, best_p1, is_best=is_best, epoch_done=True)
             logging.info(
                 "epoch %d done: %s",
                 epoch,
@@ -171,6 +174,3 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     finally:
         run.close()
         log.close()
-
-
-__all__ = ["TrainState", "train_and_evaluate", "learning_rate", "epoch_order"]
