@@ -31,7 +31,7 @@ def _coded_sequences(lengths, valid=None, with_3d=True):
         name="t", keys=[(f"S{s}",) for s in range(len(lengths))], poses_2d=p2,
         poses_3d=p3 if with_3d else None, cameras=cams,
         groups=["A" if s % 2 == 0 else "B" for s in range(len(lengths))],
-        subjects=["S"] * len(lengths), valid=valid,
+        subjects=[f"S{s % 3}" for s in range(len(lengths))], valid=valid,
         cam_indices=[s % 4 for s in range(len(lengths))],
     )  # fmt: skip
 
@@ -117,6 +117,10 @@ def test_get_batch_matches_naive_loop(tds, stride):
         "A" if s % 2 == 0 else "B" for s in ds.pair_seq[idx]
     ]
     np.testing.assert_array_equal(batch["scale"], np.ones(40, np.float32))
+    assert [ds.subject_names[x] for x in batch["subject"]] == [
+        f"S{s % 3}" for s in ds.pair_seq[idx]
+    ]
+    np.testing.assert_array_equal(batch["bb_box"], np.tile([0, 0, 1, 1], (40, 1)))
 
 
 def test_flipped_pair_decodes_to_mirrored_frames():

@@ -169,6 +169,10 @@ class WindowDataset:
         self.seq_group = np.asarray(
             [self.group_names.index(g) for g in seqs.groups], np.int32
         )  # (S,)
+        self.subject_names = list(dict.fromkeys(seqs.subjects))  # first-appearance order
+        self.seq_subject = np.asarray(
+            [self.subject_names.index(x) for x in seqs.subjects], np.int32
+        )  # (S,)
         self.pair_seq, self.pair_start, self.pair_flip = enumerate_pairs(
             self.lengths,
             chunk=stride if train else 1,
@@ -200,7 +204,9 @@ class WindowDataset:
         Returns:
           dict with "input_2d" (B, F, J, 2), "input_2d_flip" (test with test_flip),
           "gt_3d" (B, F, J, 3) train / (B, 1, J, 3) test (absent without 3D),
-          "cam" (B, 9), "scale" (B,) ones, "cam_ind" (B,) int32, "group" (B,) int32.
+          "cam" (B, 9), "scale" (B,) ones, "cam_ind" (B,) int32, "group" (B,) int32 (index
+          into `group_names`), "subject" (B,) int32 (index into `subject_names`), "bb_box"
+          (B, 4) the reference's constant [0, 0, 1, 1].
         """
         indices = np.asarray(indices, dtype=np.int64)
         seq = self.pair_seq[indices]  # (B,)
@@ -228,4 +234,7 @@ class WindowDataset:
         batch["scale"] = np.ones(len(indices), np.float32)
         batch["cam_ind"] = self.cam_ind[seq]
         batch["group"] = self.seq_group[seq]
+        batch["subject"] = self.seq_subject[seq]
+        # The reference's constant bounding box (unused by every model, §1.9).
+        batch["bb_box"] = np.tile(np.asarray([0, 0, 1, 1], np.float32), (len(indices), 1))
         return batch
