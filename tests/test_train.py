@@ -205,6 +205,11 @@ def test_killed_run_resumes_to_identical_parameters(demo_root, tmp_path, monkeyp
     with pytest.raises(Killed):
         train.train_and_evaluate(cfg(), str(tmp_path / "killed"))
     monkeypatch.setattr(train, "_train_epoch", original)
+    # A checkpoint still being written when the process died (orbax's temporary directory,
+    # with a later step number) must be ignored.
+    partial = tmp_path / "killed" / "checkpoints" / "99.orbax-checkpoint-tmp-1"
+    (partial / "model").mkdir(parents=True)
+    (partial / "model" / "garbage").write_bytes(b"half written")
     train.train_and_evaluate(cfg(), str(tmp_path / "killed"))
 
     a = _params_of(tmp_path / "straight", cfg())
