@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -13,8 +14,8 @@ import pytest  # noqa: E402
 
 # Tests build many small models with identical shapes in fresh `jax.jit`s: a persistent
 # compilation cache (per test session) turns the repeats into cache hits.
-_CACHE = pathlib.Path(os.environ.get("APTPOSE_TEST_JIT_CACHE", "/tmp/aptpose_jax_test_jit_cache"))
-jax.config.update("jax_compilation_cache_dir", str(_CACHE))
+_CACHE = os.environ.get("APTPOSE_TEST_JIT_CACHE") or tempfile.mkdtemp(prefix="aptpose_jit_")
+jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
