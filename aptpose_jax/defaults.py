@@ -106,8 +106,8 @@ def apply_demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.model.channel = 64
     c.model.d_hid = 128
     c.optim.batch_size = 64
-    c.optim.num_epochs = 3
-    c.optim.max_steps_per_epoch = 60
+    c.optim.num_epochs = 4
+    c.optim.max_steps_per_epoch = 100
     c.eval.batch_size = 128
     c.eval.max_batches = -1  # the whole demo test set: every action in the table
     c.log.every_steps = 20
