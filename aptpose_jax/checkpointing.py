@@ -15,7 +15,6 @@ and never restored.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -146,12 +145,3 @@ def restore_model_tree(directory: str, step: int, model_tree) -> Any:
     finally:
         mngr.close()
     return restored["model"]
-
-
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    """Writes JSON through a temporary file and a rename (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)

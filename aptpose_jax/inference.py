@@ -17,7 +17,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from aptpose_jax import checkpointing, evaluate, metrics, sharding
+from aptpose_jax import evaluate, metrics, sharding
 
 # H36M 3D data is in metres (printed in mm, §1.1); 3DHP is already in millimetres (§1.11).
 _TO_MM = {"h36m": 1000.0, "mpi_inf_3dhp": 1.0}
@@ -134,8 +134,8 @@ def evaluate_run(run, log, step: int, state=None) -> dict:
     logging.info(
         "evaluation at step %d: %s", step, ", ".join(f"{k} {v:.2f}" for k, v in summary.items())
     )
-    checkpointing.write_json_atomic(
-        run.workdir / f"eval_{step:08d}.json", {"step": step, **summary, "table": text}
+    evaluate.write_json(
+        {"step": step, **summary, "table": text}, run.workdir / f"eval_{step:08d}.json"
     )
     summary["table"] = text
     return summary

@@ -18,7 +18,7 @@ import optax
 from absl import logging
 from flax import nnx
 
-from aptpose_jax import checkpointing, sharding, steps
+from aptpose_jax import checkpointing, evaluate, sharding, steps
 from aptpose_jax.datasets import load_sequences, skeleton
 from aptpose_jax.datasets.windows import WindowDataset
 from aptpose_jax.masking import MaskSpec
@@ -230,7 +230,7 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
     """Loads data, builds the model and compiles the steps for `config`."""
     sharding.maybe_initialize_distributed()
     workdir.mkdir(parents=True, exist_ok=True)
-    checkpointing.write_json_atomic(workdir / "config.json", json.loads(config.to_json()))
+    evaluate.write_json(json.loads(config.to_json()), workdir / "config.json")
     mesh = sharding.make_mesh()
     training = config.mode == "train"
     if training:

@@ -16,7 +16,7 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 
 from aptpose_jax.datasets.demo import DEFAULT_FRAMES, ensure_demo_data, generate_demo_data
-from aptpose_jax.datasets.tfds_builders.features import pose_features
+from aptpose_jax.datasets.tfds_builders.features import pose_dataset_info
 from aptpose_jax.datasets.tfds_builders.h36m import (
     H36M_SUBJECTS,
     KEYPOINT_SOURCES,
@@ -56,13 +56,7 @@ class AptposeDemo(tfds.core.GeneratorBasedBuilder):
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=pose_features(),
-            disable_shuffling=True,
-            metadata=tfds.core.MetadataDict(),
-        )
+        return pose_dataset_info(self, __doc__)
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download

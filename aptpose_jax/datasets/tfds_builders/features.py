@@ -40,6 +40,18 @@ def pose_features(n_joints: int = 17) -> tfds.features.FeaturesDict:
     )
 
 
+def pose_dataset_info(builder, description: str, homepage: str | None = None):
+    """The DatasetInfo every pose builder shares: `pose_features`, examples kept in order."""
+    return tfds.core.DatasetInfo(
+        builder=builder,
+        description=description,
+        features=pose_features(),
+        disable_shuffling=True,  # keep the loader's sequence order
+        metadata=tfds.core.MetadataDict(),
+        homepage=homepage,
+    )
+
+
 def sequence_metadata(seqs: PoseSequences) -> dict:
     """Dataset-level fields of `seqs` as JSON-able data (stored in metadata.json)."""
     activity = seqs.frame_info.get("activity")

@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 
 from aptpose_jax.datasets.h36m import load_h36m
 from aptpose_jax.datasets.tfds_builders.features import (
-    pose_features,
+    pose_dataset_info,
     sequence_examples,
     sequence_metadata,
 )
@@ -84,14 +84,7 @@ class H36m(tfds.core.GeneratorBasedBuilder):
     """
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=pose_features(),
-            disable_shuffling=True,  # keep the loader's sequence order
-            metadata=tfds.core.MetadataDict(),
-            homepage="http://vision.imar.ro/human3.6m/",
-        )
+        return pose_dataset_info(self, __doc__, "http://vision.imar.ro/human3.6m/")
 
     def _split_generators(self, dl_manager):
         return h36m_split_generators(self, Path(dl_manager.manual_dir))

@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 
 from aptpose_jax.datasets.mpi_inf_3dhp import load_3dhp
 from aptpose_jax.datasets.tfds_builders.features import (
-    pose_features,
+    pose_dataset_info,
     sequence_examples,
     sequence_metadata,
 )
@@ -39,14 +39,7 @@ class MpiInf3dhp(tfds.core.GeneratorBasedBuilder):
     """
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=pose_features(),
-            disable_shuffling=True,
-            metadata=tfds.core.MetadataDict(),
-            homepage="https://vcai.mpi-inf.mpg.de/3dhp-dataset/",
-        )
+        return pose_dataset_info(self, __doc__, "https://vcai.mpi-inf.mpg.de/3dhp-dataset/")
 
     def _split_generators(self, dl_manager):
         return mpi_inf_3dhp_split_generators(self, Path(dl_manager.manual_dir))
