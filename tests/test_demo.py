@@ -14,6 +14,7 @@ from aptpose_jax.datasets.h36m import load_h36m
 from aptpose_jax.datasets.mpi_inf_3dhp import load_3dhp
 from aptpose_jax.datasets.safe_npz import load_npz
 from aptpose_jax.datasets.skeleton import H36M_ACTIONS, H36M_BONE_PAIRS, H36M_KEPT_JOINTS
+from aptpose_jax.errors import UnsafeDirectoryError
 
 FRAMES = 40
 TRAIN, TEST = ("S1", "S5", "S6", "S7", "S8"), ("S9", "S11")
@@ -217,19 +218,61 @@ def test_interrupted_generation_is_never_accepted(tmp_path, monkeypatch):
     assert demo.read_manifest(tmp_path) is not None
 
 
-def test_ensure_demo_data_reuses_complete_sets_and_repairs_damaged_ones(demo_dir, tmp_path):
+def test_ensure_demo_data_reuses_complete_sets_and_completes_missing_files(demo_dir, tmp_path):
     mtimes = {n: (demo_dir / n).stat().st_mtime_ns for n in demo.DEMO_FILES}
     assert demo.ensure_demo_data(demo_dir) == demo_dir
     assert mtimes == {n: (demo_dir / n).stat().st_mtime_ns for n in demo.DEMO_FILES}
     root = demo.generate_demo_data(tmp_path / "d", 0, FRAMES)
     path = root / "data_2d_h36m_gt.npz"
-    path.write_bytes(path.read_bytes()[:1000])  # truncated file
+    path.unlink()  # a file the generator wrote, deleted: written again
     assert demo.read_manifest(root) is None
     demo.ensure_demo_data(root)
     _assert_nested_equal(load_npz(path), load_npz(demo_dir / "data_2d_h36m_gt.npz"))
-    # asking for other settings regenerates
+    # asking for other settings regenerates (every file is still the generator's)
     demo.ensure_demo_data(root, frames_per_sequence=FRAMES + 10)
     assert demo.read_manifest(root)["frames_per_sequence"] == FRAMES + 10
+
+
+def test_generated_files_have_normal_permissions(demo_dir):
+    for name in (*demo.DEMO_FILES, demo.MANIFEST):
+        assert (demo_dir / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_a_directory_of_real_data_is_refused_and_left_untouched(tmp_path):
+    real = {"data_3d_h36m.npz": b"the user's real file", "notes.txt": b"mine"}
+    for name, content in real.items():
+        (tmp_path / name).write_bytes(content)
+    with pytest.raises(UnsafeDirectoryError) as err:
+        demo.ensure_demo_data(tmp_path, frames_per_sequence=FRAMES)
+    message = str(err.value)
+    assert "data_3d_h36m.npz" in message and "notes.txt" in message
+    assert "--config.data.root" in message  # the way out
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(real)
+    for name, content in real.items():
+        assert (tmp_path / name).read_bytes() == content
+    with pytest.raises(UnsafeDirectoryError):
+        demo.generate_demo_data(tmp_path, 0, FRAMES)  # the generator itself refuses too
+
+
+def test_an_edited_demo_file_is_never_replaced(tmp_path):
+    root = demo.generate_demo_data(tmp_path / "d", 0, FRAMES)
+    path = root / "data_3d_h36m.npz"
+    edited = path.read_bytes()[:1000]  # truncated or edited: not what the generator wrote
+    path.write_bytes(edited)
+    for call in (
+        lambda: demo.ensure_demo_data(root),
+        lambda: demo.ensure_demo_data(root, seed=5),
+        lambda: demo.generate_demo_data(root, 0, FRAMES),
+    ):
+        with pytest.raises(UnsafeDirectoryError, match="data_3d_h36m.npz"):
+            call()
+        assert path.read_bytes() == edited
+    # Other files of the user beside an unchanged demo set are kept as they are.
+    other = demo.generate_demo_data(tmp_path / "e", 0, FRAMES)
+    (other / "mine.txt").write_text("keep")
+    demo.ensure_demo_data(other, seed=2, frames_per_sequence=FRAMES)
+    assert (other / "mine.txt").read_text() == "keep"
+    assert demo.read_manifest(other)["seed"] == 2
 
 
 def test_cli_and_bad_arguments(tmp_path):

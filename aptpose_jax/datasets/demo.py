@@ -8,7 +8,8 @@
 * `data_2d_h36m_cpn_ft_h36m_dbb.npz`: the same with detector-like noise (+ metadata),
 * `data_2d_h36m_detectron_pt_coco.npz`: noisy COCO-order keypoints (+ metadata),
 * `data_train_3dhp.npz` / `data_test_3dhp.npz`: 3DHP layout (mm, 3DHP joint order),
-* `demo_manifest.json`: written last; its presence marks the set as complete.
+* `demo_manifest.json`: the generator's record (SHA-256 of every file); `complete` is set
+  last. Files are only ever written into an empty directory or an unchanged demo set.
 
 Motion comes from `choreography.synthesize_action`; every subject has its own bone lengths and
 every (subject, action) its own random stream, so the test subjects S9/S11 are new motions.
@@ -18,6 +19,7 @@ CLI: `python -m aptpose_jax.datasets.demo --out data/demo [--seed 0] [--frames_p
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -45,9 +47,11 @@ from aptpose_jax.datasets.skeleton import (
     H36M_JOINTS_RIGHT,
     H36M_KEPT_JOINTS,
 )
+from aptpose_jax.errors import ConfigError, UnsafeDirectoryError, exit_on_user_error
 
 DEFAULT_FRAMES = 120
 MANIFEST = "demo_manifest.json"
+GENERATOR = "aptpose_jax.datasets.demo"  # the manifest's mark of files written here
 H36M_FILES = (
     "data_3d_h36m.npz",
     "data_2d_h36m_gt.npz",
@@ -126,7 +130,7 @@ def _h36m_dicts(seed: int, frames: int) -> dict[str, dict]:
 
 
 def _write_all(tmp: Path, seed: int, frames: int) -> None:
-    """Writes every demo file into `tmp` (atomic per file)."""
+    """Writes every demo file into `tmp` (atomic per file), with normal permissions (0644)."""
     h36m = _h36m_dicts(seed, frames)
     save_npz_atomic(tmp / H36M_FILES[0], compressed=True, positions_3d=h36m["3d"])
     save_npz_atomic(tmp / H36M_FILES[1], compressed=True, positions_2d=h36m["gt"],
@@ -138,15 +142,122 @@ def _write_all(tmp: Path, seed: int, frames: int) -> None:
     train, test = demo_3dhp.make_3dhp(seed, frames)
     save_npz_atomic(tmp / "data_train_3dhp.npz", compressed=True, data=train)
     save_npz_atomic(tmp / "data_test_3dhp.npz", compressed=True, data=test)
+    for name in DEMO_FILES:
+        os.chmod(tmp / name, 0o644)  # mkstemp creates 0600
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _record(path: Path) -> dict:
+    return {"size": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def _write_manifest(out: Path, manifest: dict) -> None:
+    """Writes the manifest atomically (temporary file, then `os.replace`), mode 0644."""
+    fd, tmp = tempfile.mkstemp(prefix=".demo-manifest-", suffix=".tmp", dir=out)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(manifest, indent=1))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out / MANIFEST)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _load_manifest(root: Path) -> dict | None:
+    """The manifest of `root` as written by this generator, or None if there is none."""
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        return None
+    return manifest
+
+
+def _written_by_us(path: Path, manifest: dict) -> bool:
+    """Whether `path` holds exactly what the generator wrote (per the manifest's records).
+
+    Records are {"sha256", "size"}; manifests of earlier versions recorded only sizes.
+    """
+    name = path.name
+    records = [manifest["files"].get(name), manifest.get("pending", {}).get(name)]
+    size = path.stat().st_size
+    digest = None
+    for rec in records:
+        if isinstance(rec, int) and not isinstance(rec, bool):  # size-only (earlier manifests)
+            if rec == size:
+                return True
+        elif isinstance(rec, dict) and rec.get("size") == size:
+            digest = digest or _sha256(path)
+            if rec.get("sha256") == digest:
+                return True
+    return False
+
+
+def _is_own_temp(path: Path) -> bool:
+    return path.name.startswith(".demo-")  # temporaries of an interrupted generation
+
+
+def check_safe_to_write(out: Path) -> dict | None:
+    """Refuses (UnsafeDirectoryError) unless the generator may write into `out`.
+
+    Safe: `out` is missing or empty (but for the generator's own temporaries), or it has a
+    demo manifest and every demo file present in it is exactly what the generator wrote.
+    Files that are not demo files are left alone.
+
+    Returns:
+      The existing manifest, or None for a missing or empty directory.
+    """
+    how = (
+        "choose a new or empty directory (--config.data.root=DIR for a run, --out DIR for "
+        "python -m aptpose_jax.datasets.demo), or move those files away"
+    )
+    if out.exists() and not out.is_dir():
+        raise UnsafeDirectoryError(f"demo data: {out} is a file, not a directory; {how}")
+    if not out.exists():
+        return None
+    entries = sorted(p.name for p in out.iterdir() if not _is_own_temp(p))
+    if not entries:
+        return None
+    manifest = _load_manifest(out)
+    if manifest is None:
+        shown = ", ".join(entries[:6]) + (
+            f" and {len(entries) - 6} more" if len(entries) > 6 else ""
+        )
+        raise UnsafeDirectoryError(
+            f"demo data: refusing to write into {out}: it holds files the demo generator did "
+            f"not write ({shown}) and no {MANIFEST}; {how}"
+        )
+    changed = [
+        n for n in DEMO_FILES if (out / n).exists() and not _written_by_us(out / n, manifest)
+    ]
+    if changed:
+        raise UnsafeDirectoryError(
+            f"demo data: refusing to replace {', '.join(changed)} in {out}: the file(s) differ "
+            f"from what the demo generator wrote (edited, replaced or damaged); {how}"
+        )
+    return manifest
 
 
 def generate_demo_data(out_dir: str | os.PathLike, seed: int = 0,
                        frames_per_sequence: int = DEFAULT_FRAMES) -> Path:  # fmt: skip
     """Generates the demo files into `out_dir` (created if needed) and returns it.
 
-    All files are first written to a temporary folder inside `out_dir`, then moved in with
-    `os.replace`; the manifest is written last, so an interrupted run never leaves a set that
-    `ensure_demo_data` accepts.
+    Only writes where it is safe (`check_safe_to_write`): a missing or empty directory, or an
+    earlier demo set whose files are unchanged. All files are first written to a temporary
+    folder inside `out_dir`; the manifest first records the files about to move in
+    ("pending"), then they are moved with `os.replace`, then the final manifest marks the set
+    complete. So an interrupted run never leaves a set that `ensure_demo_data` accepts, and
+    every file in the folder stays recognisably the generator's.
 
     Args:
       out_dir: destination folder (e.g. data/demo).
@@ -156,74 +267,83 @@ def generate_demo_data(out_dir: str | os.PathLike, seed: int = 0,
 
     Returns:
       `out_dir` as a Path.
+
+    Raises:
+      UnsafeDirectoryError: `out_dir` holds files the generator did not write.
     """
     if frames_per_sequence < 30:
-        raise ValueError(
+        raise ConfigError(
             f"frames_per_sequence must be >= 30 (got {frames_per_sequence}); the windows and "
             "test-time flips need some frames"
         )
     out = Path(out_dir)
+    check_safe_to_write(out)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.iterdir():
+        if _is_own_temp(stale) and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
     start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=out))
     try:
         _write_all(tmp, int(seed), int(frames_per_sequence))
-        (out / MANIFEST).unlink(missing_ok=True)  # the set is incomplete while files move
+        new = {
+            n: {"size": (tmp / n).stat().st_size, "sha256": _sha256(tmp / n)} for n in DEMO_FILES
+        }
+        settings = {"seed": int(seed), "frames_per_sequence": int(frames_per_sequence)}
+        base = {"generator": GENERATOR, **settings}
+        present = {  # exactly the files there now (all checked to be ours)
+            n: _record(out / n) for n in DEMO_FILES if (out / n).is_file()
+        }
+        _write_manifest(out, {**base, "complete": False, "files": present, "pending": new})
         for name in DEMO_FILES:
             os.replace(tmp / name, out / name)
-        manifest = {
-            "seed": int(seed),
-            "frames_per_sequence": int(frames_per_sequence),
-            "files": {name: (out / name).stat().st_size for name in DEMO_FILES},
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        os.replace(tmp / MANIFEST, out / MANIFEST)
+        _write_manifest(out, {**base, "complete": True, "files": new})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     logging.info("demo data written to %s in %.1f s", out, time.perf_counter() - start)
     return out
 
 
-def _manifest(root: Path) -> tuple[dict | None, bool]:
-    """(manifest or None, whether every listed file is present with its recorded size)."""
-    try:
-        manifest = json.loads((root / MANIFEST).read_text())
-        sizes = manifest["files"]
-        complete = all((root / n).stat().st_size == sizes[n] for n in DEMO_FILES)
-        return manifest, complete
-    except (OSError, ValueError, KeyError, TypeError):
-        return None, False
-
-
 def read_manifest(root: str | os.PathLike) -> dict | None:
-    """The manifest of a complete demo set in `root`, or None if the set is missing/partial."""
-    manifest, complete = _manifest(Path(root))
-    return manifest if complete else None
+    """The manifest of a complete, unchanged demo set in `root`, or None otherwise."""
+    root = Path(root)
+    manifest = _load_manifest(root)
+    if manifest is None or manifest.get("complete") is False:
+        return None
+    for name in DEMO_FILES:
+        path = root / name
+        if not path.is_file() or not _written_by_us(path, {"files": manifest["files"]}):
+            return None
+    return manifest
 
 
 def ensure_demo_data(root: str | os.PathLike, seed: int | None = None,
                      frames_per_sequence: int | None = None) -> Path:  # fmt: skip
-    """Returns `root`, generating the demo files there first if they are missing or damaged.
+    """Returns `root`, generating the demo files there first if they are missing.
 
     Args:
       root: folder of the demo files.
-      seed, frames_per_sequence: None accepts any complete set (and repairs a damaged one
-        with its recorded settings, else uses the defaults 0 and `DEFAULT_FRAMES`); a value
-        regenerates the set when the existing one was made with a different value.
+      seed, frames_per_sequence: None accepts any complete set (and completes an interrupted
+        one with its recorded settings, else uses the defaults 0 and `DEFAULT_FRAMES`); a
+        value regenerates the set when the existing one was made with a different value.
+
+    Raises:
+      UnsafeDirectoryError: `root` holds files the generator did not write (a real data
+        set, an edited demo file): they are never replaced.
 
     Safe to call from several processes at once: each writes its own temporary files and
     moves complete files into place, and the files are identical for identical arguments.
     """
     root = Path(root)
-    manifest, complete = _manifest(root)
-    recorded = manifest or {}
+    manifest = read_manifest(root)
+    recorded = manifest or _load_manifest(root) or {}
     wanted = {
         "seed": seed if seed is not None else recorded.get("seed", 0),
         "frames_per_sequence": frames_per_sequence
         if frames_per_sequence is not None
         else recorded.get("frames_per_sequence", DEFAULT_FRAMES),
     }
-    if complete and all(manifest.get(k) == v for k, v in wanted.items()):
+    if manifest is not None and all(manifest.get(k) == v for k, v in wanted.items()):
         return root
     logging.info("generating demo data in %s (%s)", root, wanted)
     return generate_demo_data(root, **wanted)
@@ -235,9 +355,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="data/demo", help="output folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--frames_per_sequence", type=int, default=DEFAULT_FRAMES)
+    parser.add_argument("--debug", action="store_true", help="tracebacks for user errors")
     args = parser.parse_args(argv)
     logging.set_verbosity(logging.INFO)
-    out = generate_demo_data(args.out, args.seed, args.frames_per_sequence)
+    out = exit_on_user_error(
+        lambda: generate_demo_data(args.out, args.seed, args.frames_per_sequence),
+        debug=args.debug,
+    )
     total = sum((out / n).stat().st_size for n in DEMO_FILES)
     logging.info("%d files, %.1f MB in %s", len(DEMO_FILES), total / 1e6, out)
 
