@@ -6,11 +6,13 @@ Layout of a workdir:
   config.json                             the resolved run configuration
 
 `model` holds `{"params", "batch_stats"}` (NNX states), `train` holds `{"opt_state", "step"}`,
-`meta` (JSON) holds epoch, step within the epoch, global step, best P1, the model config and
-the seed. Masks, dropout and data order are functions of (seed, epoch, step), so this is
-every RNG and data-order state a resumed run needs. Orbax writes each step into a temporary
-directory and renames it only when complete, so a half-written checkpoint is never listed
-and never restored.
+`meta` (JSON) holds epoch, global step, best P1 and its step, the model config, the seed and
+the fields a resume must agree with (`resume`, see `setup.resume_fields`). Masks, dropout
+and data order are functions of (seed, epoch, step), so this is every RNG and data-order
+state a resumed run needs. Orbax writes each step into a temporary directory and renames it
+only when complete, so a half-written checkpoint is never listed and never restored. Best
+is written before latest and both saves are idempotent (see `RunCheckpoints`), so the two
+directories never contradict each other after a kill.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from aptpose_jax.errors import ConfigError, MissingFileError
+
 
 def _abs(path: str | os.PathLike) -> str:
     return os.path.abspath(os.fspath(path))  # orbax requires absolute paths
@@ -33,24 +37,62 @@ def _abstract(tree):
 
 
 class RunCheckpoints:
-    """Latest-k and best-by-P1 checkpoint managers of one workdir."""
+    """Latest-k and best-by-P1 checkpoints of one workdir, kept as one consistent record.
+
+    Saves are ordered (best first, then latest) and idempotent (a step that is already there,
+    or a best step the run will reach again, is not written twice), so a process killed at
+    any moment leaves a workdir that the next run resumes without error: it restarts from the
+    newest complete `checkpoints/<step>`, replays the (deterministic) steps after it and finds
+    any best step it already wrote. Leftover temporary directories of a killed save are
+    removed when the managers open.
+    """
 
     def __init__(self, workdir: str | os.PathLike, keep: int = 2):
         if keep < 1:
-            raise ValueError(f"checkpoint.keep must be >= 1, got {keep}")
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+            raise ConfigError(f"checkpoint.keep must be >= 1, got {keep}")
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, cleanup_tmp_directories=True
+        )
         self.latest = ocp.CheckpointManager(
             _abs(Path(workdir) / "checkpoints"),
             options=options,
             item_names=("model", "train", "meta"),
         )
-        best_options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+        best_options = ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=True, cleanup_tmp_directories=True
+        )
         self.best = ocp.CheckpointManager(
             _abs(Path(workdir) / "best"), options=best_options, item_names=("model", "meta")
         )
 
     def save(self, step: int, model_tree, train_tree, meta: dict, *, is_best: bool) -> None:
-        """Saves the latest checkpoint (and the best one when `is_best`), then waits."""
+        """Saves the best checkpoint (when `is_best`), then the latest one, and waits."""
+        if is_best:
+            self.save_best(step, model_tree, meta)
+        self.save_latest(step, model_tree, train_tree, meta)
+
+    def save_best(self, step: int, model_tree, meta: dict) -> None:
+        """Writes `best/<step>` unless it, or a later best step, is already there.
+
+        A later one exists only when an earlier process of this run got further before it
+        was killed: the replay reaches that step again with the same weights.
+        """
+        if any(s >= step for s in self.best.all_steps()):
+            logging.info("best checkpoint %d already written (replayed step)", step)
+            return
+        self.best.save(
+            step,
+            args=ocp.args.Composite(
+                model=ocp.args.StandardSave(model_tree), meta=ocp.args.JsonSave(meta)
+            ),
+            force=True,
+        )
+        self.best.wait_until_finished()  # complete before the latest step can refer to it
+
+    def save_latest(self, step: int, model_tree, train_tree, meta: dict) -> None:
+        """Writes `checkpoints/<step>` (skipped when that step is already complete)."""
+        if step in self.latest.all_steps():
+            return
         self.latest.save(
             step,
             args=ocp.args.Composite(
@@ -60,15 +102,7 @@ class RunCheckpoints:
             ),
             force=True,
         )
-        if is_best:
-            self.best.save(
-                step,
-                args=ocp.args.Composite(
-                    model=ocp.args.StandardSave(model_tree), meta=ocp.args.JsonSave(meta)
-                ),
-                force=True,
-            )
-        self.wait()
+        self.latest.wait_until_finished()
 
     def restore_latest(self, model_tree, train_tree):
         """Restores the newest complete checkpoint into trees shaped like the given ones.
@@ -125,7 +159,7 @@ def read_run_meta(workdir: str | os.PathLike, which: str = "best") -> tuple[str,
             mngr.close()
             return str(directory), step, dict(meta["meta"])
         mngr.close()
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"no complete checkpoint in {workdir!r} (looked in {', '.join(order)}); train there "
         "first, or point --config.init.from_workdir / from_pth at an existing run or .pth file"
     )

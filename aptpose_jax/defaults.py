@@ -19,6 +19,9 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.mode = "train"  # "train" (train + evaluate every epoch) or "eval" (one evaluation pass)
     c.seed = 1  # the reference forces manualSeed = 1 (§4.1)
+    # "check": resuming a workdir whose checkpoint has another data order or step accounting
+    # (seed, batch size, frames, tds, ...) is refused; "force": resume anyway.
+    c.resume = "check"
 
     c.model = ml_collections.ConfigDict()
     c.model.stage = "lifter"  # "pretrain" (Stage I), "lifter" (Stage II), "lifter_nomask" (§2.7)

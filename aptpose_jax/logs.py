@@ -2,23 +2,91 @@
 
 Scalar names follow `train/...`, `eval/...` and `perf/...`. Only process 0 writes.
 TensorBoard needs `tensorboardX` (in requirements.txt); without it only the JSON lines
-are written.
+are written. Both are flushed at every logged step. A resumed run first drops what a killed
+process logged after the restored checkpoint, so every step appears once.
 """
 
 from __future__ import annotations
 
 import json
+import logging as pylogging
+import os
+import tempfile
 import time
 from pathlib import Path
 
 import jax
 from absl import logging
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def ours_or_warning(record: pylogging.LogRecord) -> bool:
+    """Log filter: warnings and errors of every library, lower levels only of this package.
+
+    Compares Python `logging` levels (absl's own constants are another scale).
+    """
+    if record.levelno >= pylogging.WARNING:
+        return True
+    return record.pathname.startswith(_PACKAGE_DIR) or record.name.startswith("aptpose_jax")
+
+
+def configure_console(explicit_verbosity: bool) -> None:
+    """Sets up the console log of an entry point.
+
+    Args:
+      explicit_verbosity: whether `--verbosity` was given. If not, this package logs at INFO
+        and other libraries (orbax's per-save chatter, jax) only their warnings; if it was,
+        absl's level applies to every library unfiltered.
+    """
+    handler = logging.get_absl_handler()
+    if explicit_verbosity:
+        return
+    logging.set_verbosity(logging.INFO)
+    if ours_or_warning not in handler.filters:
+        handler.addFilter(ours_or_warning)
+
+
+def _truncate_after(path: Path, step: int) -> None:
+    """Drops the records of steps after `step` from a metrics.jsonl (atomic rewrite)."""
+    if not path.is_file():
+        return
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            keep = int(json.loads(line)["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            keep = False  # a line cut short by a kill
+        if keep:
+            kept.append(line + "\n")
+        else:
+            dropped += 1
+    if not dropped:
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    logging.info("metrics.jsonl: dropped %d records after step %d (to be replayed)", dropped, step)
+
 
 class MetricLog:
     """Appends scalars to `<workdir>/metrics.jsonl` and TensorBoard event files."""
 
-    def __init__(self, workdir: str | Path, tensorboard: bool = True):
+    def __init__(
+        self, workdir: str | Path, tensorboard: bool = True, resume_step: int | None = None
+    ):
+        """Opens the logs of `workdir` for appending.
+
+        Args:
+          workdir: the run's directory.
+          tensorboard: also write TensorBoard event files (needs tensorboardX).
+          resume_step: a training run restarting after global step `resume_step` (0 for a
+            fresh start): records of later steps, written by a killed process and about to be
+            replayed, are dropped from `metrics.jsonl` and purged from TensorBoard, so each
+            step is there once. None (evaluation) appends.
+        """
         self._active = jax.process_index() == 0
         self._file = None
         self._tb = None
@@ -26,14 +94,18 @@ class MetricLog:
             return
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        self._file = open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        path = workdir / "metrics.jsonl"
+        if resume_step is not None:
+            _truncate_after(path, resume_step)
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115
         if tensorboard:
             try:
                 from tensorboardX import SummaryWriter
             except ImportError:  # optional dependency
                 logging.warning("tensorboardX is not installed: TensorBoard scalars skipped")
             else:
-                self._tb = SummaryWriter(str(workdir / "tensorboard"))
+                purge = None if resume_step is None else resume_step + 1
+                self._tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=purge)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         """Logs several scalars at one step."""
@@ -49,6 +121,7 @@ class MetricLog:
         if self._tb is not None:
             for name, value in values.items():
                 self._tb.add_scalar(name, float(value), int(step))
+            self._tb.flush()  # a killed run keeps every scalar logged so far
 
     def scalar(self, name: str, value: float, step: int) -> None:
         self.scalars({name: value}, step)

@@ -2,14 +2,19 @@
 
 The configuration's `mode` decides: "train" (train, evaluate every epoch, checkpoint,
 resume when the workdir already has checkpoints) or "eval" (one evaluation pass). Override
-any field with `--config.<path>=<value>`; an unknown field is an error. `.pth` files are
-converted with `python -m aptpose_jax.convert`.
+any field with `--config.<path>=<value>`; an unknown field is an error. A user error (bad
+override, missing or corrupt file, mismatched weights, ...) is one line on stderr and exit
+status 2; `--debug` or `--verbosity=1` shows its traceback. Logs: this package's INFO lines and
+everyone's warnings by default; `--verbosity=N` sets absl's level for every library.
+`.pth` files are converted with `python -m aptpose_jax.convert`.
 """
 
-from absl import app, flags, logging
+import sys
+
+from absl import app, flags
 from ml_collections import config_flags
 
-from aptpose_jax import train
+from aptpose_jax import errors, logs, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -18,23 +23,49 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
+_DEBUG = flags.DEFINE_bool("debug", False, "Show the traceback of user errors too.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _quiet_libraries(record) -> bool:
-    """Keeps orbax's INFO chatter out of the run log (warnings still pass)."""
-    return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+def _parse_flags(argv):
+    """absl's flag parsing; a config file that fails to load or a bad override is one line."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError, OSError, TypeError, ValueError) as e:
+        if errors.debug_requested(argv):
+            raise
+        while e.args and isinstance(e.args[0], BaseException):  # ml_collections wraps twice
+            e = e.args[0]
+        text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+        overrides = " ".join(a for a in argv[1:] if a.startswith(("--config", "-config")))
+        errors.fail(f"cannot build the configuration from {overrides}: {text}")
+
+
+def overridden_fields(argv) -> frozenset[str]:
+    """Dotted names of the fields set on the command line (`--config.model.frames=81`)."""
+    names = [a.lstrip("-").removeprefix("config.").split("=")[0] for a in argv]
+    return frozenset(n for a, n in zip(argv, names, strict=True) if a.startswith("--config."))
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.INFO)
-    logging.get_absl_handler().addFilter(_quiet_libraries)
-    summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    verbosity = flags.FLAGS["verbosity"]
+    logs.configure_console(explicit_verbosity=verbosity.present)
+    debug = _DEBUG.value or (verbosity.present and verbosity.value >= 1)
+    explicit = overridden_fields(sys.argv)
+    summary = errors.exit_on_user_error(
+        lambda: train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, explicit=explicit),
+        debug=debug,
+    )
     if summary.get("table"):
         print(summary["table"])  # the entry point's result for the user
 
 
+def run() -> None:
+    """Console script `aptpose` (same as `python -m aptpose_jax.main`)."""
+    app.run(main, flags_parser=_parse_flags)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

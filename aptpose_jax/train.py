@@ -25,6 +25,7 @@ import tqdm
 from absl import logging
 
 from aptpose_jax import inference, setup, sharding
+from aptpose_jax.errors import ConfigError
 from aptpose_jax.logs import MetricLog
 
 
@@ -131,6 +132,17 @@ def _train_epoch(run, state, epoch: int, n_steps: int, log: MetricLog, timer: di
     return state
 
 
+def _resume(run, state):
+    """(state, first epoch, best P1, best step, restored step) from the latest checkpoint."""
+    restored = run.restore_latest(state)
+    if restored is None:
+        return state, 1, math.inf, None, 0
+    state, meta = restored
+    setup.check_resume(run, meta)
+    epoch = meta["epoch"] + (1 if meta.get("epoch_done") else 0)
+    return state, epoch, meta["best_p1"], meta.get("best_step"), int(meta["step"])
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (mode "train") or evaluates (mode "eval") as the configuration says.
 
@@ -138,20 +150,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       The last evaluation summary (P1/P2 and per-group tables; see `inference.py`).
     """
     workdir = Path(workdir).resolve()
+    if config.resume not in ("check", "force"):
+        raise ConfigError(f"resume must be 'check' or 'force', got {config.resume!r}")
     run = setup.build_run(config, workdir)
-    log = MetricLog(workdir, tensorboard=config.log.tensorboard)
+    log = None
     try:
         if config.mode == "eval":
-            summary = inference.evaluate_run(run, log, step=0)
-            return summary
-        state = run.initial_state()
-        epoch0, best_p1 = 1, math.inf
-        restored = run.restore_latest(state)
-        if restored is not None:
-            state, meta = restored
-            epoch0, best_p1 = meta["epoch"], meta["best_p1"]
-            if meta.get("epoch_done"):
-                epoch0 += 1
+            log = MetricLog(workdir, tensorboard=config.log.tensorboard)
+            return inference.evaluate_run(run, log, step=0)
+        state, epoch0, best_p1, best_step, done = _resume(run, run.initial_state())
+        log = MetricLog(workdir, tensorboard=config.log.tensorboard, resume_step=done)
         summary, timer = {}, {}
         n_steps = steps_per_epoch(config, len(run.train_ds))
         if epoch0 > config.optim.num_epochs:
@@ -163,8 +171,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if every > 0 and (epoch % every == 0 or epoch == config.optim.num_epochs):
                 summary = inference.evaluate_run(run, log, step=int(state.step), state=state)
                 is_best = summary["p1"] < best_p1
-                best_p1 = min(best_p1, summary["p1"])
-            run.save(state, epoch, best_p1, is_best=is_best, epoch_done=True)
+                if is_best:
+                    best_p1, best_step = summary["p1"], int(state.step)
+            run.save(state, epoch, best_p1, is_best=is_best, epoch_done=True, best_step=best_step)
             logging.info(
                 "epoch %d done: %s",
                 epoch,
@@ -173,4 +182,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return summary
     finally:
         run.close()
-        log.close()
+        if log is not None:
+            log.close()
