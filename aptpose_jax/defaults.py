@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from aptpose_jax.errors import ConfigError
+
 DEMO_DATA_ROOT = "data/demo"
 DEMO_WORKDIR = "workdirs/demo"
 
@@ -122,7 +124,7 @@ def parse_arg(arg: str | None, allowed: tuple[str, ...]) -> set[str]:
     words = {w.strip() for w in (arg or "").split(",") if w.strip()}
     unknown = words - set(allowed)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"unknown config argument(s) {sorted(unknown)}; allowed: {', '.join(allowed)} "
             "(e.g. --config=configs/h36m_eval.py:gt,demo)"
         )

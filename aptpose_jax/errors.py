@@ -32,6 +32,13 @@ class DataError(UserError, ValueError):
     """A data file exists but its contents are not what the loader expects."""
 
 
+class DataKeyError(UserError, KeyError):
+    """A data file lacks an entry (subject, sequence, key) the run asks for."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class MissingFileError(UserError, FileNotFoundError):
     """A file or directory the run needs does not exist."""
 

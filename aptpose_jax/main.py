@@ -30,7 +30,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 def _parse_flags(argv):
     """absl's flag parsing; a config file that fails to load or a bad override is one line."""
     try:
-        return app.parse_flags_with_usage(argv)
+        return flags.FLAGS(argv)
+    except flags.Error as e:  # absl's own message names the flag
+        if errors.debug_requested(argv):
+            raise
+        errors.fail(f"{e} (see --helpshort)")
     except (AttributeError, KeyError, OSError, TypeError, ValueError) as e:
         if errors.debug_requested(argv):
             raise

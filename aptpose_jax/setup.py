@@ -19,19 +19,19 @@ from absl import logging
 from flax import nnx
 
 from aptpose_jax import checkpointing, evaluate, sharding, steps
+from aptpose_jax import weights as weights_lib
 from aptpose_jax.datasets import load_sequences, skeleton
 from aptpose_jax.datasets.windows import WindowDataset
-from aptpose_jax.errors import ResumeMismatchError
+from aptpose_jax.errors import ConfigError, ResumeMismatchError
 from aptpose_jax.masking import MaskSpec
-from aptpose_jax.models import ModelConfig, build_model
-from aptpose_jax.models import io as model_io
+from aptpose_jax.models import ModelConfig
 from aptpose_jax.optim import torch_amsgrad
 
 
 def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
     """The model's static configuration from a run configuration."""
     m = config.model
-    return ModelConfig(
+    fields = dict(
         stage=m.stage,
         frames=m.frames,
         layers=m.layers,
@@ -44,6 +44,26 @@ def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
         temporal_ratio=config.masks.temporal_ratio if m.stage == "pretrain" else 0.0,
         dtype=config.compute_dtype,
     )
+    try:
+        return ModelConfig(**fields)
+    except ValueError as e:  # a bad --config.model.* (or compute_dtype) value
+        raise ConfigError(f"model configuration: {e}") from e
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Rejects values no run can use, naming the field (before anything is loaded)."""
+    d, o = config.data, config.optim
+    problems = [
+        (f"data.tds={d.tds}", d.tds >= 1),
+        (f"data.stride={d.stride}", d.stride >= 1),
+        (f"optim.batch_size={o.batch_size}", o.batch_size >= 1),
+        (f"eval.batch_size={config.eval.batch_size}", config.eval.batch_size >= 1),
+        (f"mode={config.mode!r} (train or eval)", config.mode in ("train", "eval")),
+        (f"resume={config.resume!r} (check or force)", config.resume in ("check", "force")),
+    ]
+    bad = [what for what, ok in problems if not ok]
+    if bad:
+        raise ConfigError(f"invalid configuration value(s): {', '.join(bad)}")
 
 
 def _dataset_lists(config, seqs):
@@ -59,21 +79,23 @@ def _dataset_lists(config, seqs):
     return seqs.root_joint, mask_lr, unflip
 
 
-def step_config(config, seqs) -> steps.StepConfig:
+def step_config(config, seqs, cfg: ModelConfig | None = None) -> steps.StepConfig:
+    """The step functions' static configuration; `cfg` is the model that runs (sizes)."""
+    cfg = cfg or model_config(config)
     root, (mask_l, mask_r), (unflip_l, unflip_r) = _dataset_lists(config, seqs)
     spec = MaskSpec(
-        frames=config.model.frames,
+        frames=cfg.frames,
         temporal_ratio=config.masks.temporal_ratio,
         joints_per_frame=config.masks.joints_per_frame,
         bones_per_frame=config.masks.bones_per_frame,
         joints_left=tuple(mask_l),
         joints_right=tuple(mask_r),
         bone_pairs=skeleton.H36M_BONE_PAIRS,
-        n_joints=config.model.n_joints,
+        n_joints=cfg.n_joints,
         per_sample=config.masks.per_sample,
     )
     return steps.StepConfig(
-        stage=config.model.stage,
+        stage=cfg.stage,
         mask_spec=spec,
         masks_in_eval=config.masks.in_eval,
         loss_weights=tuple(config.loss.weights),
@@ -108,6 +130,8 @@ class Run:
     eval_step: object
     checkpoints: checkpointing.RunCheckpoints | None
     base_key: jax.Array
+    weights_source: str = ""  # where the initial weights came from ("" fresh)
+    weights_step: int | None = None  # their training step, when recorded
 
     def initial_state(self) -> steps.TrainState:
         # Copies: the train step donates its state, and `self.params` must stay usable.
@@ -219,65 +243,6 @@ def check_resume(run: Run, meta: dict) -> None:
     )
 
 
-def _model_from_workdir(workdir: str, rngs: nnx.Rngs):
-    """Rebuilds the model of a training workdir (its best, else latest, checkpoint) or of a
-    converter output directory (`python -m aptpose_jax.convert --out DIR`)."""
-    if (Path(workdir) / model_io.CONFIG_FILE).is_file():
-        model, cfg = model_io.load_model(workdir)
-        logging.info("loaded converted %s model from %s", cfg.stage, workdir)
-        return model, cfg
-    directory, step, meta = checkpointing.read_run_meta(workdir, "best")
-    cfg = ModelConfig(**meta["model_config"])
-    model = build_model(cfg, rngs)
-    _, params, batch_stats, _ = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
-    tree = checkpointing.restore_model_tree(
-        directory, step, {"params": params, "batch_stats": batch_stats}
-    )
-    nnx.update(model, tree["params"], tree["batch_stats"])
-    logging.info("loaded %s model from %s (step %d)", cfg.stage, directory, step)
-    return model, cfg
-
-
-def _initial_model(config, cfg: ModelConfig, rngs: nnx.Rngs):
-    """Fresh model, fine-tuning init from Stage I, or the full model for evaluation."""
-    from aptpose_jax import convert  # torch is only needed for .pth files
-
-    init = config.init
-    if init.from_workdir and init.from_pth:  # demo configs preset from_workdir
-        logging.warning("init.from_pth given: ignoring init.from_workdir=%s", init.from_workdir)
-    source = None
-    if init.from_pth:
-        # The visible-frame count of Stage I is not stored in a .pth: take this run's.
-        extra = {"temporal_ratio": cfg.temporal_ratio} if cfg.stage == "pretrain" else {}
-        source, source_cfg = convert.load_pth(init.from_pth, **extra)
-    elif init.from_workdir:
-        source, source_cfg = _model_from_workdir(init.from_workdir, rngs)
-    if source is None:
-        if config.mode == "eval":
-            raise ValueError(
-                "evaluation needs weights: set --config.init.from_workdir=DIR "
-                "(a training workdir) or --config.init.from_pth=FILE.pth"
-            )
-        return build_model(cfg, rngs), cfg
-    if source_cfg.stage == "pretrain" and cfg.stage != "pretrain":
-        model = build_model(cfg, rngs)
-        keys = convert.transfer_stage1_to_stage2(source, model)
-        logging.info("initialised %d Stage II tensors from Stage I (§2.6)", len(keys))
-        return model, cfg
-    if config.mode == "eval" or source_cfg.stage == cfg.stage:
-        if source_cfg != dataclasses.replace(
-            cfg, dtype=source_cfg.dtype, temporal_ratio=source_cfg.temporal_ratio
-        ):
-            logging.info("model sizes taken from the loaded weights: %s", source_cfg)
-        if source_cfg.dtype == cfg.dtype:
-            return source, source_cfg
-        target_cfg = dataclasses.replace(source_cfg, dtype=cfg.dtype)  # same weights, new dtype
-        model = build_model(target_cfg, rngs)
-        nnx.update(model, *nnx.state(source, nnx.Param, nnx.BatchStat))
-        return model, target_cfg
-    raise ValueError(f"cannot initialise a {cfg.stage!r} model from {source_cfg.stage!r} weights")
-
-
 def _make_tx(config, model) -> optax.GradientTransformation:
     """PyTorch's Adam(amsgrad=True) direction (unit lr; the step applies the lr, §4.2)."""
     tx = torch_amsgrad(b1=0.9, b2=0.999, eps=1e-8)
@@ -289,33 +254,83 @@ def _make_tx(config, model) -> optax.GradientTransformation:
     return optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, labels)
 
 
-def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
-    """Loads data, builds the model and compiles the steps for `config`."""
+def describe(run: Run, steps_per_epoch: int | None = None) -> str:
+    """The start-up summary of a run: devices, model, weights, windows, steps, workdir."""
+    devices = jax.devices()
+    c = run.model_cfg
+    n_params = sum(int(x.size) for x in jax.tree.leaves(run.params))
+    weights = "fresh (random initialisation)"
+    if run.weights_source:
+        step = "" if run.weights_step is None else f" (step {run.weights_step})"
+        weights = f"{run.weights_source}{step}"
+    windows = f"test {len(run.test_ds)}"
+    if run.train_ds is not None:
+        windows = f"train {len(run.train_ds)}, {windows}"
+    lines = [
+        f"devices: {len(devices)} x {devices[0].device_kind} ({jax.default_backend()}), "
+        f"{jax.process_count()} process(es)",
+        f"model: {c.stage}, frames {c.frames}, layers {c.layers}, channel {c.channel}, "
+        f"d_hid {c.d_hid}, joints {c.n_joints}, refine {c.refine}, {c.dtype}; "
+        f"{n_params:,} parameters",
+        f"weights: {weights}",
+        f"windows: {windows} (tds {run.config.data.tds})",
+    ]
+    if steps_per_epoch is not None:
+        o = run.config.optim
+        lines.append(
+            f"steps per epoch: {steps_per_epoch} (batch {o.batch_size}), {o.num_epochs} epochs"
+        )
+    lines.append(f"workdir: {run.workdir}")
+    return "run: " + "\n  ".join(lines)
+
+
+def _record_config(config, cfg: ModelConfig, weights, path: Path) -> None:
+    """Writes the run configuration as it ran: the model fields of the model actually built."""
+    record = json.loads(config.to_json())
+    for field in dataclasses.fields(cfg):
+        if field.name in record["model"]:
+            record["model"][field.name] = getattr(cfg, field.name)
+    record["weights"] = {"source": weights.source, "step": weights.step}
+    evaluate.write_json(record, path)
+
+
+def build_run(config: ml_collections.ConfigDict, workdir: Path, explicit=frozenset()) -> Run:
+    """Loads the weights and the data, builds the model and compiles the steps for `config`.
+
+    Args:
+      config: the run configuration.
+      workdir: the run's directory (created).
+      explicit: dotted names of the fields the user set on the command line; a size among
+        them that the loaded weights contradict is an error (`weights.adopt_sizes`).
+    """
+    check_config(config)
     sharding.maybe_initialize_distributed()
     workdir.mkdir(parents=True, exist_ok=True)
-    evaluate.write_json(json.loads(config.to_json()), workdir / "config.json")
     mesh = sharding.make_mesh()
     training = config.mode == "train"
     if training:
         sharding.check_batch_size(config.optim.batch_size, mesh)
+    rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1)
+    # The weights first: their sizes decide the windows and masks (frames, joints).
+    loaded = weights_lib.initial_model(config, model_config(config), rngs, explicit)
+    model, cfg = loaded.model, loaded.cfg
+    _record_config(config, cfg, loaded, workdir / "config.json")
     test_seqs = load_sequences(config.data, "test")
     d = config.data
     test_ds = WindowDataset(
-        test_seqs, frames=config.model.frames, tds=d.tds, train=False, test_flip=d.test_flip
+        test_seqs, frames=cfg.frames, tds=d.tds, train=False, test_flip=d.test_flip
     )
     train_ds = None
     if training:
         train_ds = WindowDataset(
             load_sequences(d, "train"),
-            frames=config.model.frames,
+            frames=cfg.frames,
             tds=d.tds,
             train=True,
             flip_augment=d.flip_augment,
             stride=d.stride,
         )
-    rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1)
-    model, cfg = _initial_model(config, model_config(config), rngs)
-    step_cfg = step_config(config, test_seqs)
+    step_cfg = step_config(config, test_seqs, cfg)
     tx = _make_tx(config, model) if training else optax.identity()
     model.eval()
     eval_graphdef = nnx.split(model, nnx.Param, nnx.BatchStat, ...)[0]
@@ -354,5 +369,7 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
         if training
         else None,
         base_key=jax.random.key(config.seed),
+        weights_source=loaded.source,
+        weights_step=loaded.step,
     )
     return run

@@ -15,6 +15,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from aptpose_jax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -45,7 +47,7 @@ def check_batch_size(batch_size: int, mesh: Mesh, what: str = "optim.batch_size"
     """Raises a clear error when the global batch cannot be split evenly over the devices."""
     n = mesh.devices.size
     if batch_size % n:
-        raise ValueError(
+        raise ConfigError(
             f"{what}={batch_size} is not divisible by the {n} devices of the mesh; "
             f"choose a multiple of {n} (e.g. --config.{what}={max(n, batch_size // n * n)})"
         )

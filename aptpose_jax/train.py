@@ -56,7 +56,7 @@ def steps_per_epoch(config, n_samples: int) -> int:
     if config.optim.max_steps_per_epoch > 0:
         steps = min(steps, config.optim.max_steps_per_epoch)
     if steps < 1:
-        raise ValueError(
+        raise ConfigError(
             f"the training set has {n_samples} windows, fewer than one batch of "
             f"{b}; lower --config.optim.batch_size or use more data"
         )
@@ -143,25 +143,30 @@ def _resume(run, state):
     return state, epoch, meta["best_p1"], meta.get("best_step"), int(meta["step"])
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, explicit=frozenset()
+) -> dict:
     """Trains (mode "train") or evaluates (mode "eval") as the configuration says.
+
+    `explicit` names the fields set on the command line (see `setup.build_run`).
 
     Returns:
       The last evaluation summary (P1/P2 and per-group tables; see `inference.py`).
     """
     workdir = Path(workdir).resolve()
-    if config.resume not in ("check", "force"):
-        raise ConfigError(f"resume must be 'check' or 'force', got {config.resume!r}")
-    run = setup.build_run(config, workdir)
+    run = setup.build_run(config, workdir, explicit)
     log = None
     try:
         if config.mode == "eval":
+            logging.info("%s", setup.describe(run))
             log = MetricLog(workdir, tensorboard=config.log.tensorboard)
-            return inference.evaluate_run(run, log, step=0)
+            # Named by the step of the evaluated weights (0 when a .pth records none).
+            return inference.evaluate_run(run, log, step=run.weights_step or 0)
+        n_steps = steps_per_epoch(config, len(run.train_ds))
+        logging.info("%s", setup.describe(run, n_steps))
         state, epoch0, best_p1, best_step, done = _resume(run, run.initial_state())
         log = MetricLog(workdir, tensorboard=config.log.tensorboard, resume_step=done)
         summary, timer = {}, {}
-        n_steps = steps_per_epoch(config, len(run.train_ds))
         if epoch0 > config.optim.num_epochs:
             logging.info("all %d epochs already done in %s", config.optim.num_epochs, workdir)
         for epoch in range(epoch0, config.optim.num_epochs + 1):

@@ -29,7 +29,7 @@ def _cfg(demo_root, **overrides):
         **{
             "init.from_workdir": "",
             "checkpoint.every_steps": 3,
-            "optim.num_epochs": 2,
+            "optim.num_epochs": 3,
             "optim.max_steps_per_epoch": 4,
             "eval.max_batches": 1,
             **overrides,
@@ -76,21 +76,6 @@ def _kill_after_best_before_latest(monkeypatch, workdir):
     monkeypatch.setattr(checkpointing.RunCheckpoints, "save_latest", dying)
 
 
-def _kill_inside_temporary_directory(monkeypatch, workdir):
-    real = checkpointing.RunCheckpoints.save_latest
-
-    def dying(self, step, *a, **k):
-        if step == 8:  # the end of epoch 2: leave half-written temporaries of this very step
-            for sub in ("checkpoints", "best"):
-                tmp = workdir / sub / f"{step}.orbax-checkpoint-tmp"
-                (tmp / "model").mkdir(parents=True, exist_ok=True)
-                (tmp / "model" / "garbage").write_bytes(b"half written")
-            raise Killed()
-        return real(self, step, *a, **k)
-
-    monkeypatch.setattr(checkpointing.RunCheckpoints, "save_latest", dying)
-
-
 def _kill_between_epochs(monkeypatch, workdir):
     real = train._train_epoch
 
@@ -111,7 +96,7 @@ def _kill_mid_epoch(monkeypatch, workdir):
 
         def counting(*args, **kwargs):
             calls["n"] += 1
-            if calls["n"] == 7:  # step 7 of 8: after the mid-epoch checkpoint of step 6
+            if calls["n"] == 3:  # global step 7: after the mid-epoch checkpoint of step 6
                 raise Killed()
             return step_fn(*args, **kwargs)
 
@@ -124,25 +109,41 @@ def _kill_mid_epoch(monkeypatch, workdir):
     monkeypatch.setattr(train, "_train_epoch", dying)
 
 
-@pytest.mark.parametrize(
-    "kill",
-    [
-        _kill_after_best_before_latest,
-        _kill_inside_temporary_directory,
-        _kill_between_epochs,
-        _kill_mid_epoch,
-    ],
-    ids=lambda f: f.__name__.removeprefix("_kill_"),
+def _kill_inside_temporary_directory(monkeypatch, workdir):
+    real = checkpointing.RunCheckpoints.save_latest
+
+    def dying(self, step, *a, **k):
+        if step == 8:  # the end of epoch 2: leave half-written temporaries of this very step
+            for sub in ("checkpoints", "best"):
+                tmp = workdir / sub / f"{step}.orbax-checkpoint-tmp"
+                (tmp / "model").mkdir(parents=True, exist_ok=True)
+                (tmp / "model" / "garbage").write_bytes(b"half written")
+            raise Killed()
+        return real(self, step, *a, **k)
+
+    monkeypatch.setattr(checkpointing.RunCheckpoints, "save_latest", dying)
+
+
+# 3 epochs of 4 steps, checkpoints every 3 steps and at each epoch end (steps 3 4 6 8 9 12).
+# Each process is killed at the next boundary; each restart resumes where the last one left.
+KILLS = (
+    _kill_after_best_before_latest,  # at step 4 (the first best); resumes from step 3
+    _kill_between_epochs,  # before epoch 2; resumes from step 4 (epoch done)
+    _kill_mid_epoch,  # at step 7; resumes from step 6
+    _kill_inside_temporary_directory,  # at step 8; resumes from step 6 again
 )
-def test_killed_run_resumes_without_error_and_ends_bitwise_equal(
-    kill, straight, demo_root, tmp_path, monkeypatch
+
+
+def test_run_killed_at_every_boundary_resumes_and_ends_bitwise_equal(
+    straight, demo_root, tmp_path, monkeypatch
 ):
     workdir = tmp_path / "killed"
-    with monkeypatch.context() as patch:
-        kill(patch, workdir)
-        with pytest.raises(Killed):
-            train.train_and_evaluate(_cfg(demo_root), str(workdir))
-    train.train_and_evaluate(_cfg(demo_root), str(workdir))  # the restart: no error
+    for kill in KILLS:
+        with monkeypatch.context() as patch:
+            kill(patch, workdir)
+            with pytest.raises(Killed):
+                train.train_and_evaluate(_cfg(demo_root), str(workdir))
+    train.train_and_evaluate(_cfg(demo_root), str(workdir))  # the last restart: no error
     _assert_same(_record(workdir, _cfg(demo_root)), straight)
     assert not list(workdir.glob("*/*.orbax-checkpoint-tmp*"))  # leftovers cleaned
 
@@ -159,5 +160,5 @@ def test_resume_with_other_settings_is_refused_listing_the_fields(demo_root, tmp
     assert "resume=force" in message
     # More epochs (or another learning rate) are no conflict; force resumes anyway.
     train.train_and_evaluate(_cfg(demo_root, **{"optim.num_epochs": 2}), str(workdir))
-    forced = _cfg(demo_root, **{"optim.num_epochs": 3, "seed": 3, "resume": "force"})
+    forced = _cfg(demo_root, **{"seed": 3, "resume": "force"})
     train.train_and_evaluate(forced, str(workdir))

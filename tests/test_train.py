@@ -15,7 +15,7 @@ import optax
 import pytest
 from flax import nnx
 
-from aptpose_jax import setup, sharding, steps, train
+from aptpose_jax import setup, sharding, steps, train, weights
 from aptpose_jax.models import build_model
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -297,7 +297,7 @@ def test_freeze_keeps_stage1_weights_and_their_batchnorm_statistics(
     stage1_workdir, demo_root, tmp_path
 ):
     pre_dir = stage1_workdir[0]
-    stage1, _ = setup._model_from_workdir(str(pre_dir), nnx.Rngs(0))
+    stage1, _, _ = weights.model_from_workdir(str(pre_dir), nnx.Rngs(0))
 
     def cfg():
         return tiny(

@@ -18,6 +18,8 @@ import re
 
 import numpy as np
 
+from aptpose_jax.errors import WeightsError
+
 Path = tuple  # NNX state path: str attribute names and int list indices
 
 _LEAF_TO_TORCH = {
@@ -80,7 +82,7 @@ def from_torch_layout(key: str, tensor: np.ndarray, ours_ndim: int) -> np.ndarra
         return np.ascontiguousarray(t[:, :, 0].T)  # Conv1d k=1 (out, in, 1) -> (in, out)
     if ours_ndim == 2 and t.ndim == 2 and not _CONV_KERNEL.match(key):
         return np.ascontiguousarray(t.T)  # Linear (out, in) -> (in, out)
-    raise ValueError(f"{key}: tensor of shape {t.shape} does not fit a rank-{ours_ndim} kernel")
+    raise WeightsError(f"{key}: tensor of shape {t.shape} does not fit a rank-{ours_ndim} kernel")
 
 
 def state_dict_to_flat(
@@ -109,7 +111,7 @@ def state_dict_to_flat(
         shape = tuple(template[path])
         try:
             value = from_torch_layout(key, state_dict[key], len(shape))
-        except ValueError as e:
+        except WeightsError as e:
             misshaped.append(str(e))
             continue
         if value.shape != shape:
@@ -124,7 +126,7 @@ def state_dict_to_flat(
     ]
     if missing or unexpected or misshaped:
         lines = [f"  {title}:\n    " + "\n    ".join(items) for title, items in problems if items]
-        raise ValueError(
+        raise WeightsError(
             "state_dict does not match the model (check stage/frames/layers/channel/d_hid):\n"
             + "\n".join(lines)
         )

@@ -11,6 +11,7 @@ from absl import logging
 from flax import nnx
 
 from aptpose_jax.convert.mapping import flat_to_state_dict, state_dict_to_flat
+from aptpose_jax.errors import MissingFileError, WeightsError
 from aptpose_jax.models import ModelConfig, build_model
 from aptpose_jax.models.io import STATE_FILTER, build_with_values, model_arrays, save_model
 
@@ -20,11 +21,26 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Uses `torch.load(..., weights_only=True)`, so no pickled code is executed.
     """
+    import pickle
+
     import torch  # only needed here; keeps the rest of the package torch-free
 
-    obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    if not os.path.isfile(path):
+        raise MissingFileError(f"{path}: .pth file not found")
+    try:
+        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refuses code: not a plain state_dict
+        raise WeightsError(
+            f"{path}: refused to unpickle (it holds objects other than tensors: {e}); only "
+            "plain state_dict files are read"
+        ) from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:  # truncated or not a .pth
+        raise WeightsError(
+            f"{path}: cannot read the file as a PyTorch .pth ({e}); it may be truncated or "
+            "corrupt: download it again"
+        ) from e
     if not isinstance(obj, dict) or not all(hasattr(v, "numpy") for v in obj.values()):
-        raise ValueError(f"{path}: expected a state_dict (dict of tensors), got {type(obj)}")
+        raise WeightsError(f"{path}: expected a state_dict (dict of tensors), got {type(obj)}")
     return {k.removeprefix("module."): v.detach().cpu().numpy() for k, v in obj.items()}
 
 
@@ -45,7 +61,7 @@ def infer_config(state_dict: dict[str, np.ndarray], **overrides) -> ModelConfig:
     """
     sd = state_dict
     if "Transformer.pos_embedding" not in sd or "encoder1.fc_1.weight" not in sd:
-        raise ValueError(
+        raise WeightsError(
             "not an APTPose Stage I/II state_dict: 'Transformer.pos_embedding' or "
             "'encoder1.fc_1.weight' is missing"
         )
@@ -106,11 +122,14 @@ def load_pth(
     sd = read_state_dict(path)
     if refine_pth is not None:
         sd.update(read_state_dict(refine_pth))
-    cfg = infer_config(sd, **overrides)
-    abstract = nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(params=0, dropout=0)))
-    state = nnx.state(abstract, STATE_FILTER)
-    template = {tuple(p): tuple(v.get_value().shape) for p, v in nnx.to_flat_state(state)}
-    values, skipped = state_dict_to_flat(sd, template)
+    try:
+        cfg = infer_config(sd, **overrides)
+        abstract = nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(params=0, dropout=0)))
+        state = nnx.state(abstract, STATE_FILTER)
+        template = {tuple(p): tuple(v.get_value().shape) for p, v in nnx.to_flat_state(state)}
+        values, skipped = state_dict_to_flat(sd, template)
+    except WeightsError as e:
+        raise WeightsError(f"{path}: {e}") from e
     model = build_with_values(cfg, values)
     logging.info("loaded %s as %s; skipped %d keys: %s", path, cfg, len(skipped), skipped)
     model.eval()

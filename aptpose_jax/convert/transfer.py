@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from aptpose_jax.convert.mapping import torch_key
+from aptpose_jax.errors import WeightsError
 from aptpose_jax.models import LifterModel, PretrainModel
 from aptpose_jax.models.io import STATE_FILTER, model_arrays
 from aptpose_jax.models.layers import BatchNorm
@@ -46,7 +47,7 @@ def transfer_stage1_to_stage2(stage1: nnx.Module, stage2: nnx.Module) -> list[st
         not fit, §2.6).
     """
     if not isinstance(stage1, PretrainModel) or not isinstance(stage2, LifterModel):
-        raise ValueError(
+        raise WeightsError(
             "transfer needs (Stage I PretrainModel, Stage II LifterModel), got "
             f"({type(stage1).__name__}, {type(stage2).__name__})"
         )
@@ -56,7 +57,7 @@ def transfer_stage1_to_stage2(stage1: nnx.Module, stage2: nnx.Module) -> list[st
         if getattr(stage1.cfg, f) != getattr(stage2.cfg, f)
     ]
     if diff:
-        raise ValueError(
+        raise WeightsError(
             "Stage I and Stage II sizes differ, shared weights cannot be transferred (§2.6); "
             "build Stage II with the Stage I sizes:\n  " + "\n  ".join(diff)
         )

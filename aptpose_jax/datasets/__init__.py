@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aptpose_jax.datasets.sequences import PoseSequences
+from aptpose_jax.errors import ConfigError
 
 __all__ = ["PoseSequences", "load_sequences"]
 
@@ -43,17 +44,17 @@ def load_sequences(data_cfg, split: str) -> PoseSequences:
       FileNotFoundError: official files missing (the message says where to get them).
     """
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
     dataset = _field(data_cfg, "dataset", "h36m")
     if dataset not in _DATASETS:
-        raise ValueError(f"data.dataset must be one of {_DATASETS}, got {dataset!r}")
+        raise ConfigError(f"data.dataset must be one of {_DATASETS}, got {dataset!r}")
     source = _field(data_cfg, "source", "npz")
     if source == "tfds":
         from aptpose_jax.datasets.tfds_builders import load_from_tfds  # lazy: imports tfds
 
         return load_from_tfds(data_cfg, split)
     if source != "npz":
-        raise ValueError(f"data.source must be 'npz' or 'tfds', got {source!r}")
+        raise ConfigError(f"data.source must be 'npz' or 'tfds', got {source!r}")
     root = Path(_field(data_cfg, "root", "data"))
     if _field(data_cfg, "demo", False):
         from aptpose_jax.datasets.demo import ensure_demo_data  # lazy: only for demo runs

@@ -24,6 +24,7 @@ from aptpose_jax.datasets.skeleton import (
     H36M_JOINTS_RIGHT,
     H36M_KEPT_JOINTS,
 )
+from aptpose_jax.errors import DataError, DataKeyError, MissingFileError
 
 OBTAIN_HINT = (
     "The official Human3.6M files come from VideoPose3D's DATASETS.md instructions "
@@ -71,13 +72,13 @@ def select_frames(n_frames: int, downsample: int, subset: float) -> slice:
 
 
 def _missing(path: Path) -> FileNotFoundError:
-    return FileNotFoundError(f"Human3.6M file not found: {path}. {OBTAIN_HINT}")
+    return MissingFileError(f"Human3.6M file not found: {path}. {OBTAIN_HINT}")
 
 
 def _camera_frame_3d(world32: np.ndarray, subject: str, cam_idx: int, src: str) -> np.ndarray:
     """(N, 32, 3) world metres -> (N, 17, 3) camera frame, root-relative with absolute root."""
     if world32.ndim != 3 or world32.shape[1:] != (32, 3):
-        raise ValueError(
+        raise DataError(
             f"{src}: positions_3d[{subject!r}] has shape {world32.shape}; expected (N, 32, 3) "
             "world coordinates of the 32 mocap joints (VideoPose3D layout)."
         )
@@ -90,7 +91,7 @@ def _camera_frame_3d(world32: np.ndarray, subject: str, cam_idx: int, src: str) 
 
 def _read_2d(root: Path, keypoints: str) -> tuple[dict, tuple, tuple, Path]:
     if keypoints.startswith("sh"):
-        raise ValueError(
+        raise DataError(
             f"keypoints {keypoints!r}: 16-joint stacked-hourglass detections are not supported; "
             "use cpn_ft_h36m_dbb, gt or detectron_pt_coco."
         )
@@ -143,7 +144,7 @@ def load_h36m(
     subject_list = split_list(subjects)
     action_filter = None if actions == "*" else split_list(actions)
     if downsample < 1 or not 0 < subset <= 1:
-        raise ValueError(f"need downsample >= 1 and 0 < subset <= 1, got {downsample}, {subset}")
+        raise DataError(f"need downsample >= 1 and 0 < subset <= 1, got {downsample}, {subset}")
     kp2d, left2d, right2d, path2d = _read_2d(root, keypoints)
     data3d, path3d = None, root / "data_3d_h36m.npz"
     if need_3d:
@@ -161,15 +162,17 @@ def load_h36m(
     cams = []
     for subject in subject_list:
         if subject not in kp2d:
-            raise KeyError(f"{path2d}: subject {subject!r} not in the file; has {sorted(kp2d)}")
+            raise DataKeyError(f"{path2d}: subject {subject!r} not in the file; has {sorted(kp2d)}")
         if need_3d and subject not in data3d:
-            raise KeyError(f"{path3d}: subject {subject!r} not in the file; has {sorted(data3d)}")
+            raise DataKeyError(
+                f"{path3d}: subject {subject!r} not in the file; has {sorted(data3d)}"
+            )
         for action, per_cam in kp2d[subject].items():
             if not _action_kept(action, action_filter):
                 continue
             _add_action(seqs, cams, subject, action, per_cam, data3d, keypoints, path2d, path3d)
     if not seqs.keys:
-        raise ValueError(
+        raise DataError(
             f"{path2d}: no sequence matches subjects={subject_list} actions={actions!r}"
         )
     seqs.cameras = np.stack(cams).astype(np.float32)  # (S, 9)
@@ -185,14 +188,14 @@ def _add_action(seqs, cams, subject, action, per_cam, data3d, keypoints, path2d,
     """Appends the per-camera sequences of one (subject, action) to `seqs`/`cams`."""
     n_cams = len(cam_lib.H36M_INTRINSICS)
     if len(per_cam) != n_cams:
-        raise ValueError(
+        raise DataError(
             f"{path2d}: positions_2d[{subject!r}][{action!r}] has {len(per_cam)} cameras, "
             f"expected {n_cams} (order {cam_lib.H36M_CAMERA_IDS})"
         )
     world = None
     if data3d is not None:
         if action not in data3d[subject]:
-            raise KeyError(
+            raise DataKeyError(
                 f"{path3d}: positions_3d[{subject!r}] has no action {action!r} that the 2D file "
                 f"{path2d.name} lists; the two files do not belong together."
             )
@@ -208,7 +211,7 @@ def _add_action(seqs, cams, subject, action, per_cam, data3d, keypoints, path2d,
         if world is not None:
             pos3d = _camera_frame_3d(world, subject, cam_idx, str(path3d))
             if len(kp) < len(pos3d):
-                raise ValueError(
+                raise DataError(
                     f"{path2d}: {name} has {len(kp)} frames but the 3D sequence has "
                     f"{len(pos3d)}; 2D must be at least as long (it is truncated to 3D)."
                 )

@@ -16,6 +16,7 @@ from aptpose_jax.datasets.camera import normalize_screen_coordinates
 from aptpose_jax.datasets.safe_npz import load_npz
 from aptpose_jax.datasets.sequences import PoseSequences, check_pose_array, require_keys
 from aptpose_jax.datasets.skeleton import MPI3DHP_JOINTS_LEFT, MPI3DHP_JOINTS_RIGHT, MPI3DHP_ROOT
+from aptpose_jax.errors import DataError, MissingFileError
 
 OBTAIN_HINT = (
     "Create the MPI-INF-3DHP files with the preprocessing scripts of the APTPose/P-STMO "
@@ -34,13 +35,13 @@ _OPTIONAL_FRAME_KEYS = ("activity", "activity_annotation")
 def find_3dhp_file(root: str | Path, split: str) -> Path:
     """Path of the 3DHP npz for `split` ("train" | "test"), either spelling (Q24)."""
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise DataError(f"split must be 'train' or 'test', got {split!r}")
     root = Path(root)
     names = (f"data_{split}_3dhp.npz", f"data_{split}.3dhp.npz")
     for name in names:
         if (root / name).is_file():
             return root / name
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"MPI-INF-3DHP file not found: {root / names[0]} (nor {names[1]}). {OBTAIN_HINT}"
     )
 
@@ -67,7 +68,7 @@ def _prepare(anim: dict, source: str, name: str, resolution: tuple[int, int]):
     check_pose_array(p2, 2, source, f"{name} data_2d")
     check_pose_array(p3, 3, source, f"{name} data_3d")
     if len(p2) != len(p3):
-        raise ValueError(f"{source}: {name}: data_2d has {len(p2)} frames, data_3d {len(p3)}")
+        raise DataError(f"{source}: {name}: data_2d has {len(p2)} frames, data_3d {len(p3)}")
     # Arithmetic in float64 (the files are MATLAB exports), then float32 as the model consumes.
     p3 = p3.astype(np.float64)
     root = p3[:, MPI3DHP_ROOT : MPI3DHP_ROOT + 1].copy()  # (N, 1, 3)
@@ -106,7 +107,7 @@ def load_3dhp(root: str | Path, *, split: str) -> PoseSequences:
     require_keys(entries, ("data",), str(path), "Expected the P-STMO 3DHP npz layout.")
     data = entries["data"]
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: entry 'data' must hold a dict, got {type(data).__name__}")
+        raise DataError(f"{path}: entry 'data' must hold a dict, got {type(data).__name__}")
     seqs = _empty(split)
     for seq_name, item in data.items():
         if split == "train":
@@ -114,14 +115,14 @@ def load_3dhp(root: str | Path, *, split: str) -> PoseSequences:
         else:
             _add_test(seqs, path, seq_name, item)
     if not seqs.keys:
-        raise ValueError(f"{path}: no sequences in entry 'data'")
+        raise DataError(f"{path}: no sequences in entry 'data'")
     seqs.cameras = np.zeros((len(seqs.keys), 9), np.float32)  # 3DHP has no camera vector
     return seqs.validate(str(path))
 
 
 def _add_train(seqs: PoseSequences, path: Path, seq_name: str, item) -> None:
     if not isinstance(item, list | tuple) or not isinstance(item[0], dict):
-        raise ValueError(f"{path}: data[{seq_name!r}] must be [cams_dict, fps]")
+        raise DataError(f"{path}: data[{seq_name!r}] must be [cams_dict, fps]")
     subject, _, seq = seq_name.partition(" ")
     for cam, anim in item[0].items():
         p2, p3 = _prepare(anim, str(path), f"data[{seq_name!r}][0][{cam!r}]", _DEFAULT_RESOLUTION)
@@ -136,13 +137,13 @@ def _add_train(seqs: PoseSequences, path: Path, seq_name: str, item) -> None:
 def _add_test(seqs: PoseSequences, path: Path, seq_name: str, anim) -> None:
     name = f"data[{seq_name!r}]"
     if not isinstance(anim, dict):
-        raise ValueError(f"{path}: {name} must be a dict with data_2d, data_3d, valid")
+        raise DataError(f"{path}: {name} must be a dict with data_2d, data_3d, valid")
     require_keys(anim, ("valid",), f"{path}: {name}")
     resolution = _TEST_RESOLUTION.get(seq_name, _DEFAULT_RESOLUTION)
     p2, p3 = _prepare(anim, str(path), name, resolution)
     valid = np.asarray(anim["valid"]).reshape(-1)
     if valid.shape != (len(p2),):
-        raise ValueError(f"{path}: {name}['valid'] has {valid.size} entries for {len(p2)} frames")
+        raise DataError(f"{path}: {name}['valid'] has {valid.size} entries for {len(p2)} frames")
     seqs.keys.append((seq_name,))
     seqs.poses_2d.append(p2)
     seqs.poses_3d.append(p3)

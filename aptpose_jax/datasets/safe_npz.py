@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from aptpose_jax.errors import DataError, MissingFileError, UserError
+
 # The numpy reconstruct helpers, taken from live objects so the same code works on numpy 1.x
 # (`numpy.core.multiarray`) and 2.x (`numpy._core.multiarray`) without importing deprecated
 # module paths.
@@ -54,7 +56,7 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(UserError, pickle.UnpicklingError):
     """A pickled entry referenced a global outside the allow-list."""
 
 
@@ -79,7 +81,7 @@ def _read_header(fp) -> np.dtype:
     elif version == (2, 0):
         _, _, dtype = np.lib.format.read_array_header_2_0(fp)
     else:
-        raise ValueError(f"unsupported .npy format version {version}")
+        raise DataError(f"unsupported .npy format version {version}")
     return dtype
 
 
@@ -100,9 +102,9 @@ def _read_member(zf: zipfile.ZipFile, member: str, path: Path, key: str) -> np.n
             "genuine data file (or was written by unknown code): do not load it."
         ) from None
     except Exception as err:
-        raise ValueError(f"{path}: entry {key!r} could not be unpickled: {err}") from err
+        raise DataError(f"{path}: entry {key!r} could not be unpickled: {err}") from err
     if not isinstance(value, np.ndarray):
-        raise ValueError(f"{path}: entry {key!r} did not unpickle to an array")
+        raise DataError(f"{path}: entry {key!r} did not unpickle to an array")
     return value
 
 
@@ -124,11 +126,11 @@ def load_npz(path: str | os.PathLike, unwrap: bool = True) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
+        raise MissingFileError(f"{path}: file not found")
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as err:
-        raise ValueError(f"{path}: not an npz (zip) file: {err}") from err
+        raise DataError(f"{path}: not an npz (zip) file: {err}") from err
     out: dict[str, Any] = {}
     with zf:
         for member in zf.namelist():

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 
 from aptpose_jax.datasets.skeleton import H36M_JOINTS_LEFT, H36M_JOINTS_RIGHT
+from aptpose_jax.errors import DataError, DataKeyError
 
 
 @dataclasses.dataclass
@@ -63,28 +64,28 @@ class PoseSequences:
         n = len(self.poses_2d)
         for field in ("keys", "groups", "subjects"):
             if len(getattr(self, field)) != n:
-                raise ValueError(
+                raise DataError(
                     f"{where}PoseSequences.{field} has {len(getattr(self, field))} entries "
                     f"for {n} sequences"
                 )
         for field in ("poses_3d", "valid", "cam_indices"):
             value = getattr(self, field)
             if value is not None and len(value) != n:
-                raise ValueError(
+                raise DataError(
                     f"{where}PoseSequences.{field} has {len(value)} entries for {n} sequences"
                 )
         if self.cameras.shape != (n, 9):
-            raise ValueError(f"{where}cameras must be ({n}, 9), got {self.cameras.shape}")
+            raise DataError(f"{where}cameras must be ({n}, 9), got {self.cameras.shape}")
         for i, key in enumerate(self.keys):
             p2 = check_pose_array(self.poses_2d[i], 2, source, f"2D of {key}")
             if self.poses_3d is not None:
                 p3 = check_pose_array(self.poses_3d[i], 3, source, f"3D of {key}")
                 if len(p3) != len(p2):
-                    raise ValueError(
+                    raise DataError(
                         f"{where}sequence {key}: 2D has {len(p2)} frames but 3D has {len(p3)}"
                     )
             if self.valid is not None and self.valid[i].shape != (len(p2),):
-                raise ValueError(
+                raise DataError(
                     f"{where}sequence {key}: valid has shape {self.valid[i].shape}, "
                     f"expected ({len(p2)},)"
                 )
@@ -117,21 +118,21 @@ def check_pose_array(
     prefix = f"{source}: {key}" if source else key
     arr = np.asarray(arr)
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise ValueError(f"{prefix}: expected a numeric array, got dtype {arr.dtype}.{hint}")
+        raise DataError(f"{prefix}: expected a numeric array, got dtype {arr.dtype}.{hint}")
     if arr.ndim != 3 or arr.shape[-1] != dims:
-        raise ValueError(
+        raise DataError(
             f"{prefix}: expected shape (frames, joints, {dims}), got {arr.shape}.{hint}"
         )
     if n_joints is not None and arr.shape[1] != n_joints:
-        raise ValueError(
+        raise DataError(
             f"{prefix}: expected {n_joints} joints, got {arr.shape[1]} (shape {arr.shape}).{hint}"
         )
     if arr.shape[0] == 0:
-        raise ValueError(f"{prefix}: the sequence has no frames.{hint}")
+        raise DataError(f"{prefix}: the sequence has no frames.{hint}")
     arr = arr.astype(np.float32, copy=False)
     if not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr).all(axis=(1, 2)))[:, 0]
-        raise ValueError(
+        raise DataError(
             f"{prefix}: {len(bad)} frame(s) contain NaN/inf (first: frame {bad[0]}); clean or "
             f"interpolate them before loading.{hint}"
         )
@@ -143,7 +144,7 @@ def require_keys(entries: dict, needed: tuple[str, ...], source: str, fix: str =
     missing = [k for k in needed if k not in entries]
     if missing:
         hint = f" {fix}" if fix else ""
-        raise KeyError(
+        raise DataKeyError(
             f"{source}: missing entr{'y' if len(missing) == 1 else 'ies'} {missing}; "
             f"found {sorted(entries)}.{hint}"
         )

@@ -22,6 +22,7 @@ from aptpose_jax.datasets.skeleton import (
     H36M_JOINTS_RIGHT,
     coco_to_h36m,
 )
+from aptpose_jax.errors import DataKeyError, MissingFileError
 
 # Frame size the P-STMO video script normalises with (§1.12).
 VIDEO_WIDTH = 1000
@@ -61,7 +62,7 @@ def load_keypoints_npy(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: keypoint file not found")
+        raise MissingFileError(f"{path}: keypoint file not found")
     arr = np.load(path, allow_pickle=False)
     if arr.ndim == 3 and arr.shape[-1] > 2:
         arr = arr[..., :2]  # drop confidence scores
@@ -90,7 +91,7 @@ def load_custom_npz(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path}: file not found (VideoPose3D's prepare_data_2d_custom.py writes "
             "data_2d_custom_<name>.npz)"
         )
@@ -102,9 +103,9 @@ def load_custom_npz(
     poses = []
     for name in names:
         if name not in positions:
-            raise KeyError(f"{path}: no video {name!r}; has {sorted(positions)}")
+            raise DataKeyError(f"{path}: no video {name!r}; has {sorted(positions)}")
         if name not in video_meta or not {"w", "h"} <= set(video_meta[name]):
-            raise KeyError(f"{path}: metadata['video_metadata'][{name!r}] needs 'w' and 'h'")
+            raise DataKeyError(f"{path}: metadata['video_metadata'][{name!r}] needs 'w' and 'h'")
         arr = np.asarray(positions[name]["custom"][0])
         if arr.ndim == 3 and arr.shape[-1] > 2:
             arr = arr[..., :2]

@@ -20,6 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx, traverse_util
 
+from aptpose_jax.errors import MissingFileError, UnsafeDirectoryError, WeightsError
 from aptpose_jax.models import ModelConfig, build_model
 
 STATE_FILTER = nnx.Any(nnx.Param, nnx.BatchStat)
@@ -65,7 +66,7 @@ def build_with_values(
         else:
             var.set_value(jnp.asarray(values[path], jnp.float32))
     if problems:
-        raise ValueError(
+        raise WeightsError(
             "cannot build the model from the given values:\n  " + "\n  ".join(problems)
         )
     return nnx.merge(graphdef, state)
@@ -87,7 +88,7 @@ def save_model(model: nnx.Module, cfg: ModelConfig, directory: str | os.PathLike
     """
     out = pathlib.Path(directory).expanduser().resolve()
     if out.exists():
-        raise FileExistsError(f"{out} already exists; remove it or choose another --out")
+        raise UnsafeDirectoryError(f"{out} already exists; remove it or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -108,7 +109,7 @@ def read_config(directory: str | os.PathLike) -> ModelConfig:
     """Reads `model_config.json` of a model directory."""
     path = pathlib.Path(directory).expanduser().resolve() / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: not a model directory written by save_model")
+        raise MissingFileError(f"{path} not found: not a model directory written by save_model")
     return ModelConfig(**json.loads(path.read_text()))
 
 

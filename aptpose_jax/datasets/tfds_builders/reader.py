@@ -21,6 +21,7 @@ from aptpose_jax.datasets.tfds_builders.demo import AptposeDemo, demo_config_nam
 from aptpose_jax.datasets.tfds_builders.features import examples_to_sequences
 from aptpose_jax.datasets.tfds_builders.h36m import H36m
 from aptpose_jax.datasets.tfds_builders.mpi_inf_3dhp import MpiInf3dhp
+from aptpose_jax.errors import ConfigError, DataKeyError
 
 FILE_FORMAT = "array_record"  # readable by tfds.data_source without TensorFlow
 
@@ -48,7 +49,7 @@ def prepared_builder(data_cfg) -> tfds.core.DatasetBuilder:
     """
     dataset = _field(data_cfg, "dataset", "h36m")
     if dataset not in ("h36m", "mpi_inf_3dhp"):
-        raise ValueError(f"data.dataset must be 'h36m' or 'mpi_inf_3dhp', got {dataset!r}")
+        raise ConfigError(f"data.dataset must be 'h36m' or 'mpi_inf_3dhp', got {dataset!r}")
     keypoints = _field(data_cfg, "keypoints", "cpn_ft_h36m_dbb")
     root = Path(_field(data_cfg, "root", "data"))
     data_dir = str(tfds_data_dir(data_cfg).absolute())
@@ -61,7 +62,7 @@ def prepared_builder(data_cfg) -> tfds.core.DatasetBuilder:
         if dataset == "mpi_inf_3dhp":
             return MpiInf3dhp(data_dir=data_dir, file_format=FILE_FORMAT)
         if keypoints not in [c.name for c in H36m.BUILDER_CONFIGS]:
-            raise ValueError(
+            raise ConfigError(
                 f"no TFDS h36m config for keypoints {keypoints!r}; use one of "
                 f"{[c.name for c in H36m.BUILDER_CONFIGS]} or data.source='npz'"
             )
@@ -100,7 +101,7 @@ def load_from_tfds(data_cfg, split: str, need_3d: bool | None = None) -> PoseSeq
       PoseSequences equal to what the npz loader returns for the same config.
     """
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
     if need_3d is None:
         need_3d = bool(_field(data_cfg, "need_3d", True))
     builder = prepared_builder(data_cfg)
@@ -113,7 +114,7 @@ def load_from_tfds(data_cfg, split: str, need_3d: bool | None = None) -> PoseSeq
     downsample = int(_field(data_cfg, "downsample", 1))
     subset = float(_field(data_cfg, "subset", 1.0))
     if downsample < 1 or not 0 < subset <= 1:
-        raise ValueError(f"need downsample >= 1 and 0 < subset <= 1, got {downsample}, {subset}")
+        raise ConfigError(f"need downsample >= 1 and 0 < subset <= 1, got {downsample}, {subset}")
     for i in range(len(seqs)):
         sel = select_frames(len(seqs.poses_2d[i]), downsample, subset)
         seqs.poses_2d[i] = seqs.poses_2d[i][sel]
@@ -133,7 +134,7 @@ def _h36m_examples(builder, data_cfg, split: str) -> list[dict]:
     examples = []
     for subject in subjects:
         if subject not in available:
-            raise KeyError(
+            raise DataKeyError(
                 f"{builder.info.full_name}: subject {subject!r} not in the dataset; has "
                 f"{sorted(available)}"
             )
@@ -142,7 +143,7 @@ def _h36m_examples(builder, data_cfg, split: str) -> list[dict]:
             if prefixes is None or any(action.startswith(p) for p in prefixes):
                 examples.append(dict(ex, index=np.int64(len(examples))))
     if not examples:
-        raise ValueError(
+        raise ConfigError(
             f"{builder.info.full_name}: no sequence matches subjects={subjects} actions={actions!r}"
         )
     return examples
