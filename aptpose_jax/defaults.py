@@ -77,6 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.init = ml_collections.ConfigDict()
     c.init.from_workdir = ""  # Stage I workdir (finetune) or Stage II workdir (eval)
     c.init.from_pth = ""  # official .pth file (Stage I for finetune, Stage II for eval)
+    c.init.refine_pth = ""  # with from_pth and model.refine: the refine module's .pth (§2.8)
     c.init.freeze = False  # --freeze (§2.5, Q27)
 
     c.eval = ml_collections.ConfigDict()

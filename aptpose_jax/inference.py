@@ -24,7 +24,7 @@ _TO_MM = {"h36m": 1000.0, "mpi_inf_3dhp": 1.0}
 
 
 def _eval_inputs(batch: dict, stage: str) -> dict:
-    keys = ["input_2d", "input_2d_flip"] + ([] if stage == "pretrain" else ["gt_3d"])
+    keys = ["input_2d", "input_2d_flip"] + ([] if stage == "pretrain" else ["gt_3d", "cam"])
     return {k: batch[k] for k in keys if k in batch}
 
 

@@ -127,3 +127,10 @@ def lifter_loss(
         terms["velocity"] = mpjve(outputs["pose_seq"], target, time_axis=1).mean()
         loss = loss + velocity_weight * terms["velocity"]
     return loss, terms
+
+
+def refine_loss(refined: jax.Array, gt_3d: jax.Array, root: int = 0) -> jax.Array:
+    """§2.8 refine loss: MPJPE of the refined centre frame (B, 1, J, 3) against the
+    root-zeroed ground truth of the centre frame (`gt_3d` (B, F, J, 3), F odd)."""
+    pad = gt_3d.shape[1] // 2
+    return mpjpe(refined, zero_root(gt_3d[:, pad : pad + 1], root))

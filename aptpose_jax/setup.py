@@ -105,6 +105,7 @@ def step_config(config, seqs, cfg: ModelConfig | None = None) -> steps.StepConfi
         joints_left=unflip_l,
         joints_right=unflip_r,
         test_flip=config.data.test_flip,
+        refine=cfg.refine,
     )
 
 
@@ -146,6 +147,7 @@ class Run:
 
     def train_inputs(self, batch: dict) -> dict:
         keys = ("input_2d",) if self.model_cfg.stage == "pretrain" else ("input_2d", "gt_3d")
+        keys += ("cam",) if self.model_cfg.refine else ()  # the refine step back-projects
         return {k: batch[k] for k in keys}
 
     def save(self, state, epoch: int, best_p1: float, *, is_best: bool, epoch_done=False,

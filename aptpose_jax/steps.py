@@ -23,6 +23,7 @@ from flax import nnx
 
 from aptpose_jax import flip, losses
 from aptpose_jax.masking import Masks, MaskSpec, draw_masks, no_masks
+from aptpose_jax.refine import refine_centre
 
 
 @flax.struct.dataclass
@@ -49,6 +50,8 @@ class StepConfig:
       bone_pairs: the bone pairs for the bone-vector targets (H36M pairs, also on 3DHP, Q22).
       joints_left / joints_right: lists used to un-flip outputs in test-time augmentation.
       test_flip: average with the un-flipped output of the flipped input (§1.10).
+      refine: apply the refine module to the centre frame (§2.8); the loss is then only the
+        MPJPE of the refined centre frame and the refined pose is what is evaluated.
 
     The compute dtype (bf16 option) is a model property (`ModelConfig.dtype`): parameters
     stay float32 and outputs come back float32.
@@ -64,6 +67,7 @@ class StepConfig:
     joints_left: tuple = ()
     joints_right: tuple = ()
     test_flip: bool = True
+    refine: bool = False  # §2.8: the refined centre frame is trained and evaluated
 
 
 def _masks(cfg: StepConfig, key: jax.Array, batch_size: int, use: bool) -> Masks | None:
@@ -88,6 +92,9 @@ def _loss(cfg: StepConfig, out, batch, masks):
     if cfg.stage == "pretrain":
         loss = losses.pretrain_loss(out["recon"], batch["input_2d"], masks.temporal)
         return loss, {"loss": loss}
+    if cfg.refine:  # §2.8: only the refined centre frame
+        loss = losses.refine_loss(out["pose_refined"], batch["gt_3d"], cfg.root)
+        return loss, {"loss": loss, "mpjpe": loss}
     loss, terms = losses.lifter_loss(
         out,
         batch["gt_3d"],
@@ -125,6 +132,8 @@ def make_train_step(graphdef, rest, cfg: StepConfig, tx: optax.GradientTransform
             )
             nnx.reseed(model, dropout=dropout_key)
             out = _forward(model, batch["input_2d"], masks)
+            if cfg.refine:
+                out["pose_refined"] = refine_centre(model, out["pose"], batch)
             loss, metrics = _loss(cfg, out, batch, masks)
             return loss, (metrics, nnx.state(model, nnx.BatchStat))
 
@@ -158,6 +167,8 @@ def make_eval_step(graphdef, rest, cfg: StepConfig):
         if cfg.test_flip and "input_2d_flip" in batch:
             pred_flip = _forward(model, batch["input_2d_flip"], masks)[name]
             pred = flip.tta_average(pred, pred_flip, cfg.joints_left, cfg.joints_right)
+        if cfg.refine:  # §2.8: the refined centre frame is what is evaluated
+            pred = refine_centre(model, pred, batch)
         if cfg.stage == "pretrain":  # per-sample mean 2D error over all frames (§3.2)
             target = losses.pretrain_target(x, masks.temporal)  # (B, F, J, 2)
             return {"error": jnp.linalg.norm(pred - target, axis=-1).mean(axis=(1, 2))}

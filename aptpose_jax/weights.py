@@ -112,7 +112,8 @@ def _same_stage_model(config, cfg, source, loaded, explicit, where, rngs) -> Wei
     if target_cfg.refine and not loaded.refine:
         raise WeightsError(
             f"model.refine=True but the weights in {where} have no refine module (§2.8): "
-            "add the refine weights (convert --refine_pth R.pth) or set --config.model.refine=False"
+            "add the refine weights (--config.init.refine_pth=R.pth, or convert --refine_pth) "
+            "or set --config.model.refine=False"
         )
     if target_cfg == loaded:
         return Weights(source, target_cfg)
@@ -138,7 +139,8 @@ def initial_model(config, cfg: ModelConfig, rngs: nnx.Rngs, explicit=frozenset()
     if init.from_pth:
         # The visible-frame count of Stage I is not stored in a .pth: take this run's.
         extra = {"temporal_ratio": cfg.temporal_ratio} if cfg.stage == "pretrain" else {}
-        source, loaded = convert.load_pth(init.from_pth, **extra)
+        refine_pth = init.refine_pth or None  # §2.8 refine weights live in their own file
+        source, loaded = convert.load_pth(init.from_pth, refine_pth=refine_pth, **extra)
         where, step = str(init.from_pth), None
     elif init.from_workdir:
         source, loaded, step = model_from_workdir(init.from_workdir, rngs)
