@@ -38,9 +38,9 @@ OVERRIDES = {
     "data.subjects_test": "S9",
     "data.actions": "Walking,Directions",
     "optim.batch_size": 16,
-    "optim.num_epochs": 3,
-    "optim.max_steps_per_epoch": 12,
-    "checkpoint.every_steps": 4,
+    "optim.num_epochs": 2,
+    "optim.max_steps_per_epoch": 8,
+    "checkpoint.every_steps": 3,
     "eval.batch_size": 16,
     "eval.max_batches": 2,
     "log.every_steps": 2,
@@ -151,7 +151,9 @@ def soak(kills: int, seed: int, out: Path) -> dict:
     rng = random.Random(seed)
     delays, ended_early = [], 0
     for _ in range(kills):
-        delay = rng.uniform(0.3, 1.0) * straight_s  # anywhere: start-up, steps, saves, evals
+        # Anywhere in a run: start-up, steps, saves, evaluations (a restart first replays up to
+        # its checkpoint, so later kills land further on).
+        delay = rng.uniform(0.25, 0.8) * straight_s
         delays.append(round(delay, 1))
         if _run_and_kill(out / "killed", data_root, delay) is not None:
             ended_early += 1  # it finished before the kill: later kills hit a finished run
