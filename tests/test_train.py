@@ -156,66 +156,7 @@ def test_finetune_from_stage1_lowers_the_loss_and_eval_reproduces_it(
     assert result["p1"] == pytest.approx(summary["p1"], rel=1e-5)  # same weights, same masks
 
 
-def _params_of(run_dir, config):
-    run = setup.build_run(config, run_dir)
-    state = run.initial_state()
-    restored = run.restore_latest(state)
-    run.close()
-    return jax.device_get(restored[0].params)
-
-
-def test_killed_run_resumes_to_identical_parameters(demo_root, tmp_path, monkeypatch):
-    def cfg():
-        return tiny(
-            load_config("h36m_finetune", "demo"),
-            demo_root,
-            **{
-                "init.from_workdir": "",
-                "checkpoint.every_steps": 3,
-                "optim.num_epochs": 2,
-                "optim.max_steps_per_epoch": 5,
-                "eval.every_epochs": 0,
-            },
-        )
-
-    train.train_and_evaluate(cfg(), str(tmp_path / "straight"))
-
-    original = train._train_epoch
-    calls = {"n": 0}
-
-    class Killed(Exception):
-        pass
-
-    def dying_step_runner(run, *args, **kwargs):
-        step_fn = run.train_step
-
-        def counting(*a, **k):
-            calls["n"] += 1
-            if calls["n"] == 7:  # die in the middle of epoch 2, after the step-6 checkpoint
-                raise Killed()
-            return step_fn(*a, **k)
-
-        run.train_step = counting
-        try:
-            return original(run, *args, **kwargs)
-        finally:
-            run.train_step = step_fn
-
-    monkeypatch.setattr(train, "_train_epoch", dying_step_runner)
-    with pytest.raises(Killed):
-        train.train_and_evaluate(cfg(), str(tmp_path / "killed"))
-    monkeypatch.setattr(train, "_train_epoch", original)
-    # A checkpoint still being written when the process died (orbax's temporary directory,
-    # with a later step number) must be ignored.
-    partial = tmp_path / "killed" / "checkpoints" / "99.orbax-checkpoint-tmp-1"
-    (partial / "model").mkdir(parents=True)
-    (partial / "model" / "garbage").write_bytes(b"half written")
-    train.train_and_evaluate(cfg(), str(tmp_path / "killed"))
-
-    a = _params_of(tmp_path / "straight", cfg())
-    b = _params_of(tmp_path / "killed", cfg())
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+# Kill-and-resume tests: tests/test_resume.py (every boundary) and tests/test_soak.py (kill -9).
 
 
 def test_eight_device_step_equals_one_device_step(demo_root, tmp_path):
