@@ -276,8 +276,8 @@ def test_existing_output_is_never_overwritten(tmp_path, weights, capsys):
 
 def test_command_line_error_has_no_traceback(tmp_path):
     np.save(tmp_path / "kp.npy", np.zeros((4, 15, 2), np.float32))
-    cmd = [sys.executable, "-m", "aptpose_jax.infer", "--keypoints", str(tmp_path / "kp.npy"),
-           "--weights", str(tmp_path), "--out", str(tmp_path / "out"), "--resolution", "8x8"]  # fmt: skip
+    cmd = [sys.executable, "-m", "aptpose_jax.infer", "--keypoints", str(tmp_path / "kp.npy")]
+    cmd += ["--weights", str(tmp_path), "--out", str(tmp_path / "out"), "--resolution", "8x8"]
     repo = pathlib.Path(__file__).resolve().parents[1]
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
