@@ -11,6 +11,7 @@ are decoded and scaled by ffmpeg, and the video is encoded by the ffmpeg binary 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,6 +136,7 @@ def read_video_frames(path: str | Path, size: tuple[int, int]) -> Iterator[np.nd
     import imageio_ffmpeg
 
     w, h = size
+    logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)  # "size differs": we scale
     gen = imageio_ffmpeg.read_frames(str(path), output_params=["-vf", f"scale={w}:{h}"])
     next(gen)  # metadata
     for raw in gen:
@@ -163,7 +165,7 @@ class VideoWriter:
 
             self._gen = imageio_ffmpeg.write_frames(
                 str(self.path), size, fps=fps, codec="libx264", macro_block_size=16,
-                output_params=["-preset", "veryfast", "-crf", "23"],
+                output_params=["-preset", "ultrafast", "-crf", "23"],
             )  # fmt: skip
             self._gen.send(None)
 
