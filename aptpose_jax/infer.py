@@ -107,6 +107,7 @@ def write_outputs(tmp: Path, result: dict, args, resolution, fps: float) -> dict
 
 def lift(args) -> tuple[dict, dict]:
     """Reads, tracks, fills and lifts; returns (result arrays, summary)."""
+    from aptpose_jax.evaluators import prediction_only
     from aptpose_jax.predictor import Predictor
     from aptpose_jax.world_frame import to_world
 
@@ -129,6 +130,7 @@ def lift(args) -> tuple[dict, dict]:
     print(f"lifted {len(poses)} frames at {fps:.0f} frames/s "
           f"(+{timing['compile_s']:.1f} s compilation)")  # fmt: skip
     world, shift = to_world(poses)
+    stats, _ = prediction_only(poses)
     result = {
         "poses_3d": poses,  # camera frame, root-relative, metres
         "poses_world": world,
@@ -149,6 +151,7 @@ def lift(args) -> tuple[dict, dict]:
         "input_layout": predictor.input_layout,
         "eval_masks": predictor.step_cfg.masks_in_eval,
         "lift_fps": fps,
+        "prediction_stats": stats,
         "timing_s": {"read": t1 - t0, "load": t2 - t1, "compile": timing["compile_s"],
                      "lift": timing["run_s"]},
     }  # fmt: skip
