@@ -283,3 +283,16 @@ def test_command_line_error_has_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_demo_video_keypoints_run_through_infer(demo_root, tmp_path, weights):
+    """`make demo`'s infer step on the demo's Detectron COCO keypoints (tiny model here)."""
+    from aptpose_jax.datasets.demo_video import write_demo_video_keypoints
+    from aptpose_jax.datasets.keypoint_files import read_keypoints
+
+    path = write_demo_video_keypoints(demo_root, tmp_path / "data_2d_custom_demo.npz", frames=24)
+    det = read_keypoints(path)
+    assert det.fmt == "videopose3d" and det.n_frames == 24 and det.resolution == (1000, 1002)
+    out = _infer(tmp_path, path, weights["converted"])
+    _, summary = _check_outputs(out, 24)
+    assert summary["input_layout"] == "h36m"  # converted COCO -> H36M for this model
