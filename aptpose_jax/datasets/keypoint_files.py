@@ -225,9 +225,7 @@ def detect_format(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return "array"
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as f:
-            return "videopose3d" if "positions_2d" in f.files else "array"
+XX
     if suffix == ".json":
         records = _json_records(path)
         first = records[0] if isinstance(records[0], dict) else {}
