@@ -225,7 +225,12 @@ def detect_format(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return "array"
-XX
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return "videopose3d" if "positions_2d" in f.files else "array"
+        except (OSError, ValueError) as e:  # not a zip / damaged
+            raise UserError(f"{path}: not a readable .npz file ({e})") from None
     if suffix == ".json":
         records = _json_records(path)
         first = records[0] if isinstance(records[0], dict) else {}
