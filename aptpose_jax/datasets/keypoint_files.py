@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -226,6 +227,8 @@ def detect_format(path: Path) -> str:
     if suffix == ".npy":
         return "array"
     if suffix == ".npz":
+        if not zipfile.is_zipfile(path):
+            raise UserError(f"{path}: not an .npz file (not a zip archive); is it damaged?")
         try:
             with np.load(path, allow_pickle=False) as f:
                 return "videopose3d" if "positions_2d" in f.files else "array"
