@@ -134,7 +134,7 @@ def lift(args) -> tuple[dict, dict]:
     result = {
         "poses_3d": poses,  # camera frame, root-relative, metres
         "poses_world": world,
-        "world_shift": np.float32(shift),
+        "world_shift": np.asarray(shift, np.float32),
         "keypoints_2d": kp,  # COCO-order pixels after gap filling
         "keypoints_2d_raw": raw,  # the tracked detections, NaN where missing
         "model_input": predictor.to_model_input(kp, resolution),

@@ -21,7 +21,7 @@ from infer_helpers import (
     walking_person,
 )
 
-from aptpose_jax import infer, steps
+from aptpose_jax import infer, steps, world_frame
 from aptpose_jax.datasets.keypoint_files import detect_format
 from aptpose_jax.datasets.safe_npz import save_npz_atomic
 from aptpose_jax.datasets.tracking import fill_gaps, select_person
@@ -59,6 +59,8 @@ def _check_outputs(out, n_frames, *, rendered=True):
         assert np.isfinite(res[k]).all(), k
     np.testing.assert_array_equal(res["poses_3d"][:, 0], 0.0)  # root-relative
     assert abs(res["poses_world"][..., 2].min()) < 1e-6  # lowest joint on the ground
+    back = world_frame.to_camera(res["poses_world"], float(res["world_shift"]))
+    np.testing.assert_allclose(back, res["poses_3d"], atol=1e-5)
     np.testing.assert_array_equal(np.load(out / "poses_3d.npy"), res["poses_3d"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == n_frames and summary["lift_fps"] > 0
