@@ -2,10 +2,10 @@
 
 `predict` runs the jitted eval step over every test window in order (the last batch padded
 to the compiled shape, padding dropped afterwards) and returns host arrays.
-`evaluate_run` turns them into the dataset's protocol (`evaluate.py`): per-action P1 / P2 /
-N-MPJPE / MPJVE for Human3.6M, PCK / AUC / MPJPE tables for MPI-INF-3DHP, the 2D
-reconstruction error for Stage I. Results go to the log, to `eval_<step>.json` and (3DHP) to
-CSV/JSON tables in the workdir.
+`evaluate_run` turns them into the protocol's numbers with the evaluator the configuration
+chooses (`evaluators.py`): per-action P1 / P2 / N-MPJPE / MPJVE for Human3.6M, PCK / AUC /
+MPJPE tables for MPI-INF-3DHP, the 2D reconstruction error for Stage I. Results go to the
+log, to `eval_<step>.json` and (3DHP) to CSV/JSON tables in the workdir.
 """
 
 from __future__ import annotations
@@ -17,10 +17,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from aptpose_jax import evaluate, metrics, sharding
-
-# H36M 3D data is in metres (printed in mm, §1.1); 3DHP is already in millimetres (§1.11).
-_TO_MM = {"h36m": 1000.0, "mpi_inf_3dhp": 1.0}
+from aptpose_jax import evaluate, evaluators, sharding
 
 
 def _eval_inputs(batch: dict, stage: str) -> dict:
@@ -71,57 +68,9 @@ def predict(run, params, batch_stats) -> dict[str, np.ndarray]:
     return result
 
 
-def _velocity_error(pred, target, seq, frame) -> np.ndarray:
-    """Per-pair velocity error along time (Q21 fixed): consecutive frames of one sequence."""
-    same = (seq[1:] == seq[:-1]) & (frame[1:] == frame[:-1] + 1)
-    vel_p = pred[1:] - pred[:-1]  # (N-1, J, 3)
-    vel_t = target[1:] - target[:-1]
-    return np.linalg.norm(vel_p - vel_t, axis=-1).mean(axis=-1)[same]
-
-
 def summarize(run, pred: dict) -> tuple[dict, str]:
-    """Protocol numbers for the predictions of `predict`; returns (summary, text table)."""
-    dataset, stage = run.config.data.dataset, run.config.model.stage
-    group_names = list(run.test_ds.group_names)
-    if stage == "pretrain":  # Stage I: 2D reconstruction error x1000 per group (§3.2)
-        err = pred["error"] * 1000.0
-        if dataset == "h36m":
-            table = evaluate.h36m_action_table(err, None, pred["group"], group_names, unit="x1000")
-            return {"p1": table["p1"], "p2": 0.0}, evaluate.format_action_table(table)
-        p1 = float(err.mean())
-        return {"p1": p1, "p2": 0.0}, f"2D reconstruction error x1000: {p1:.2f}"
-    to_mm = _TO_MM[dataset]
-    pose, target = pred["pose"] * to_mm, pred["target"] * to_mm
-    p2 = metrics.p_mpjpe(pose, target)
-    if dataset == "mpi_inf_3dhp":
-        seq_names = np.asarray(group_names)[pred["group"]]
-        activity = run.test_seqs.frame_info.get("activity")
-        if activity is not None:  # labels of the evaluated centre frames
-            offsets = np.concatenate([[0], np.cumsum(run.test_seqs.lengths)[:-1]])
-            activity = np.concatenate(activity)[offsets[pred["seq"]] + pred["frame"]]
-        result = evaluate.mpi3dhp_evaluate(pose, target, seq_names, activity)
-        evaluate.write_mpi3dhp_report(result, run.workdir, prefix="mpi3dhp_metrics")
-        o = result["overall"]
-        summary = {"p1": o["mpjpe"], "p2": float(p2.mean()), "pck150": o["pck150"], "auc": o["auc"]}
-        return summary, evaluate.format_mpi3dhp_report(result)
-    table = evaluate.h36m_action_table(
-        metrics.mpjpe_per_pose(pose, target),
-        p2,
-        pred["group"],
-        group_names,
-        n_mpjpe=metrics.n_mpjpe(pose, target),
-    )
-    vel = _velocity_error(pose, target, pred["seq"], pred["frame"])
-    summary = {
-        "p1": table["p1"],
-        "p2": table["p2"],
-        "n_mpjpe": table["n_mpjpe"],
-        "mpjve": float(vel.mean()) if vel.size else math.nan,
-    }
-    text = evaluate.format_action_table(table)
-    if vel.size:
-        text += f"\nMPJVE (velocity error along time, mm per frame): {summary['mpjve']:.2f}"
-    return summary, text
+    """Protocol numbers for the predictions of `predict`: the configuration's evaluator."""
+    return evaluators.evaluator_for(run.config)(run, pred)
 
 
 def evaluate_run(run, log, step: int, state=None) -> dict:

@@ -104,6 +104,8 @@ def step_config(config, seqs, cfg: ModelConfig | None = None) -> steps.StepConfi
         bone_pairs=skeleton.H36M_BONE_PAIRS,
         joints_left=unflip_l,
         joints_right=unflip_r,
+        input_joints_left=tuple(seqs.joints_left_2d),
+        input_joints_right=tuple(seqs.joints_right_2d),
         test_flip=config.data.test_flip,
         refine=cfg.refine,
     )

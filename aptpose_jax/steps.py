@@ -49,6 +49,8 @@ class StepConfig:
       root: root joint index (0 H36M, 14 3DHP).
       bone_pairs: the bone pairs for the bone-vector targets (H36M pairs, also on 3DHP, Q22).
       joints_left / joints_right: lists used to un-flip outputs in test-time augmentation.
+      input_joints_left / input_joints_right: lists used to flip the 2D input (the input
+        layout's: COCO lists on Detectron input, §1.12); empty = the output lists.
       test_flip: average with the un-flipped output of the flipped input (§1.10).
       refine: apply the refine module to the centre frame (§2.8); the loss is then only the
         MPJPE of the refined centre frame and the refined pose is what is evaluated.
@@ -66,6 +68,8 @@ class StepConfig:
     bone_pairs: tuple = ()
     joints_left: tuple = ()
     joints_right: tuple = ()
+    input_joints_left: tuple = ()
+    input_joints_right: tuple = ()
     test_flip: bool = True
     refine: bool = False  # §2.8: the refined centre frame is trained and evaluated
 
@@ -84,8 +88,38 @@ def _masks(cfg: StepConfig, key: jax.Array, batch_size: int, use: bool) -> Masks
     return no_masks(spec.frames, spec.n_joints)
 
 
+def eval_masks(cfg: StepConfig, key: jax.Array, batch_size: int) -> Masks | None:
+    """The masks of one evaluation batch: drawn when `cfg.masks_in_eval` (Q2), else none."""
+    return _masks(cfg, key, batch_size, use=cfg.masks_in_eval)
+
+
 def _forward(model, x, masks):
     return {k: v.astype(jnp.float32) for k, v in model(x, masks).items()}
+
+
+def tta_forward(model, x: jax.Array, masks: Masks | None, cfg: StepConfig) -> jax.Array:
+    """The evaluated output after flip test-time augmentation (§1.10); the one inference core.
+
+    Used by the eval step, `Predictor` and the serving export alike. The flipped input is
+    computed here from `x` with the input joint lists, and the same masks serve both passes.
+
+    Args:
+      model: the NNX model in eval mode.
+      x: (B, F, J, 2) input windows.
+      masks: the batch's masks (None for the mask-free model).
+      cfg: static step facts (stage, flip lists, `test_flip`).
+
+    Returns:
+      Stage I: the reconstruction (B, F, J, 2); Stage II: the centre-frame pose (B, 1, J, 3).
+    """
+    name = "recon" if cfg.stage == "pretrain" else "pose"
+    pred = _forward(model, x, masks)[name]
+    if cfg.test_flip:
+        left = cfg.input_joints_left or cfg.joints_left
+        right = cfg.input_joints_right or cfg.joints_right
+        pred_flip = _forward(model, flip.flip_pose(x, left, right), masks)[name]
+        pred = flip.tta_average(pred, pred_flip, cfg.joints_left, cfg.joints_right)
+    return pred
 
 
 def _loss(cfg: StepConfig, out, batch, masks):
@@ -155,19 +189,15 @@ def make_eval_step(graphdef, rest, cfg: StepConfig):
     Returns per sample, for Stage II: `pose` (B, J, 3) centre-frame prediction after flip TTA
     with the root zeroed, `target` (B, J, 3) root-zeroed; for Stage I: `error` (B,), the mean
     2D distance between the reconstruction and the re-ordered input (Q8). The same masks serve
-    both TTA passes (§1.10).
+    both TTA passes (§1.10); the flipped input is computed on device (`tta_forward`).
     """
 
     def eval_step(params, batch_stats, batch, key):
         model = nnx.merge(graphdef, params, batch_stats, rest)
         x = batch["input_2d"]
-        masks = _masks(cfg, key, x.shape[0], use=cfg.masks_in_eval)
-        name = "recon" if cfg.stage == "pretrain" else "pose"
-        pred = _forward(model, x, masks)[name]
-        if cfg.test_flip and "input_2d_flip" in batch:
-            pred_flip = _forward(model, batch["input_2d_flip"], masks)[name]
-            pred = flip.tta_average(pred, pred_flip, cfg.joints_left, cfg.joints_right)
-        if cfg.refine:  # §2.8: the refined centre frame is what is evaluated
+        masks = eval_masks(cfg, key, x.shape[0])
+        pred = tta_forward(model, x, masks, cfg)
+        if cfg.refine:  # §2.8: the refined centre frame (after TTA) is what is evaluated
             pred = refine_centre(model, pred, batch)
         if cfg.stage == "pretrain":  # per-sample mean 2D error over all frames (§3.2)
             target = losses.pretrain_target(x, masks.temporal)  # (B, F, J, 2)

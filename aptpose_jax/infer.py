@@ -1,0 +1,199 @@
+"""Your own video: 2D keypoints of a video -> 3D poses, a rendered video and plots.
+
+    python -m aptpose_jax.infer --keypoints FILE --weights W --out DIR \
+        [--video VIDEO] [--resolution WxH] [--person N] [--no-render] [--format FMT]
+
+FILE is a VideoPose3D custom npz, COCO keypoint results JSON, AlphaPose results JSON
+(COCO-17 / Halpe-26) or a plain (T, 17, 2|3) `.npy`/`.npz` (`datasets/keypoint_files.py`).
+One person is followed through the video (`datasets/tracking.py`: the most confident track,
+or `--person N`), gaps are interpolated, the keypoints are normalised by the frame width and
+lifted by `Predictor` (seq2frame, flip TTA). DIR receives `poses_3d.npz`, `poses_3d.npy`,
+`pose3d.mp4` (or `.gif`), `frames.png` and `summary.json`; it is written as a temporary
+sibling directory renamed at the end, and an existing non-empty DIR is never touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from aptpose_jax.datasets.keypoint_files import FORMATS, read_keypoints
+from aptpose_jax.datasets.tracking import fill_gaps, select_person
+from aptpose_jax.errors import UserError, exit_on_user_error
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m aptpose_jax.infer", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--keypoints", required=True, help="2D keypoint file of the video")
+    p.add_argument("--weights", required=True, help="training workdir, converted dir or .pth")
+    p.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
+    p.add_argument("--video", help="the source video: frame size, frame rate, drawn frames")
+    p.add_argument("--resolution", help="frame size WIDTHxHEIGHT in pixels, e.g. 1920x1080")
+    p.add_argument("--person", type=int, default=0, help="track to follow (0 = most confident)")
+    p.add_argument("--no-render", action="store_true", help="skip pose3d.mp4 and frames.png")
+    p.add_argument("--format", default="auto", choices=("auto", *FORMATS))
+    p.add_argument("--entry", help="video name inside a multi-video VideoPose3D npz")
+    p.add_argument("--input-layout", default="auto", choices=("auto", "h36m", "coco"),
+                   help="joint order the model takes (auto: from the weights)")  # fmt: skip
+    p.add_argument("--no-eval-masks", action="store_true",
+                   help="masked model: no masks (default: reference eval masks, Q2)")  # fmt: skip
+    p.add_argument("--confidence", type=float, default=0.3,
+                   help="joints below this confidence are interpolated")  # fmt: skip
+    p.add_argument(
+        "--fps", type=float, help="frame rate of pose3d.mp4 (default: the video's, else 25)"
+    )
+    p.add_argument("--batch-size", type=int, default=256, help="windows per jitted batch")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
+    return p.parse_args(argv)
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*[xX*,]\s*(\d+)\s*", text)
+    if not m or min(int(m.group(1)), int(m.group(2))) == 0:
+        raise UserError(f"--resolution {text!r}: give WIDTHxHEIGHT in pixels, e.g. 1920x1080")
+    return int(m.group(1)), int(m.group(2))
+
+
+def resolve_resolution(args, file_resolution) -> tuple[tuple[int, int], str]:
+    """The frame size: --resolution, else the keypoint file's, else --video's."""
+    if args.resolution:
+        return parse_resolution(args.resolution), "--resolution"
+    if file_resolution is not None:
+        return tuple(file_resolution), "keypoint file"
+    if args.video:
+        from aptpose_jax.render import video_info
+
+        return video_info(args.video)[0], "--video"
+    raise UserError(
+        f"{args.keypoints}: the frame size is unknown (this format does not store it); "
+        "give --resolution WIDTHxHEIGHT (e.g. --resolution 1920x1080) or --video VIDEO"
+    )
+
+
+def check_out_dir(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} already exists and is not empty; choose another --out or remove it")
+
+
+def write_outputs(tmp: Path, result: dict, args, resolution, fps: float) -> dict:
+    """Writes the arrays, the video and the contact sheet into `tmp`; returns timings."""
+    np.savez(tmp / "poses_3d.npz", **{k: v for k, v in result.items() if isinstance(v, np.ndarray)})
+    np.save(tmp / "poses_3d.npy", result["poses_3d"])
+    if args.no_render:
+        return {}
+    from aptpose_jax.render import contact_sheet, render_result
+
+    t0 = time.perf_counter()
+    path, kept = render_result(
+        tmp / "pose3d", result["keypoints_2d"], resolution, result["poses_world"],
+        result["interpolated_joints"], video=args.video, fps=fps,
+    )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    contact_sheet(kept).save(tmp / "frames.png")
+    n = len(result["poses_3d"])
+    return {"video": path.name, "render_s": seconds, "render_fps": n / max(seconds, 1e-9)}
+
+
+def lift(args) -> tuple[dict, dict]:
+    """Reads, tracks, fills and lifts; returns (result arrays, summary)."""
+    from aptpose_jax.evaluators import prediction_only
+    from aptpose_jax.predictor import Predictor
+    from aptpose_jax.world_frame import to_world
+
+    t0 = time.perf_counter()
+    det = read_keypoints(args.keypoints, args.format, args.entry)
+    resolution, res_source = resolve_resolution(args, det.resolution)
+    raw = select_person(det, args.person, source=args.keypoints)  # (T, 17, 3)
+    kp, joint_filled, frame_filled = fill_gaps(
+        raw, threshold=args.confidence, source=args.keypoints
+    )
+    t1 = time.perf_counter()
+    predictor = Predictor.load(
+        args.weights, input_layout=args.input_layout, batch_size=args.batch_size,
+        **({"eval_masks": False} if args.no_eval_masks else {}),
+    )  # fmt: skip
+    t2 = time.perf_counter()
+    poses = predictor.predict_pixels(kp, resolution)
+    timing = predictor.last_timing
+    fps = len(poses) / max(timing["run_s"], 1e-9)
+    print(f"lifted {len(poses)} frames at {fps:.0f} frames/s "
+          f"(+{timing['compile_s']:.1f} s compilation)")  # fmt: skip
+    world, shift = to_world(poses)
+    stats, _ = prediction_only(poses)
+    result = {
+        "poses_3d": poses,  # camera frame, root-relative, metres
+        "poses_world": world,
+        "world_shift": np.asarray(shift, np.float32),
+        "keypoints_2d": kp,  # COCO-order pixels after gap filling
+        "keypoints_2d_raw": raw,  # the tracked detections, NaN where missing
+        "model_input": predictor.to_model_input(kp, resolution),
+        "interpolated_frames": frame_filled,
+        "interpolated_joints": joint_filled,
+        "resolution": np.asarray(resolution, np.int32),
+    }
+    summary = {
+        "frames": len(poses), "keypoints": str(args.keypoints), "format": det.fmt,
+        "person": args.person, "resolution": list(resolution), "resolution_from": res_source,
+        "interpolated_frames": int(frame_filled.sum()),
+        "interpolated_joints": int(joint_filled.sum()),
+        "weights": str(args.weights), "model": predictor.model_cfg.__dict__,
+        "input_layout": predictor.input_layout,
+        "eval_masks": predictor.step_cfg.masks_in_eval,
+        "lift_fps": fps,
+        "prediction_stats": stats,
+        "timing_s": {"read": t1 - t0, "load": t2 - t1, "compile": timing["compile_s"],
+                     "lift": timing["run_s"]},
+    }  # fmt: skip
+    return result, summary
+
+
+def run(args) -> Path:
+    t0 = time.perf_counter()
+    out = Path(args.out).expanduser().resolve()
+    check_out_dir(out)
+    result, summary = lift(args)
+    fps = args.fps
+    if fps is None and args.video:
+        from aptpose_jax.render import video_info
+
+        fps = video_info(args.video)[1]
+    fps = fps or 25.0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        tmp.chmod(0o755)
+        summary.update(write_outputs(tmp, result, args, tuple(summary["resolution"]), fps))
+        summary["video_fps"] = fps
+        summary["timing_s"]["total"] = time.perf_counter() - t0
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        check_out_dir(out)  # nobody wrote there meanwhile
+        if out.exists():
+            out.rmdir()  # empty
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    out = exit_on_user_error(lambda: run(args), debug=args.debug)
+    looks = [n for n in ("pose3d.mp4", "pose3d.gif", "frames.png") if (out / n).exists()]
+    print(f"wrote {out}: poses_3d.npz, poses_3d.npy, summary.json" +
+          (f"; look at {', '.join(str(out / n) for n in looks)}" if looks else ""))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
