@@ -18,7 +18,7 @@ import optax
 from absl import logging
 from flax import nnx
 
-from aptpose_jax import checkpointing, evaluate, sharding, steps
+from aptpose_jax import checkpointing, evaluate, pipeline, sharding, steps
 from aptpose_jax.datasets import load_sequences, skeleton
 from aptpose_jax.datasets.windows import WindowDataset
 from aptpose_jax.masking import MaskSpec
@@ -81,6 +81,8 @@ def step_config(config, seqs) -> steps.StepConfig:
         bone_pairs=skeleton.H36M_BONE_PAIRS,
         joints_left=unflip_l,
         joints_right=unflip_r,
+        input_joints_left=tuple(seqs.joints_left_2d),
+        input_joints_right=tuple(seqs.joints_right_2d),
         test_flip=config.data.test_flip,
     )
 
@@ -107,6 +109,8 @@ class Run:
     eval_step: object
     checkpoints: checkpointing.RunCheckpoints | None
     base_key: jax.Array
+    train_pipe: pipeline.Pipeline | None = None
+    test_pipe: pipeline.Pipeline | None = None
 
     def initial_state(self) -> steps.TrainState:
         # Copies: the train step donates its state, and `self.params` must stay usable.
@@ -120,8 +124,8 @@ class Run:
         return sharding.put_replicated(state, self.mesh)
 
     def train_inputs(self, batch: dict) -> dict:
-        keys = ("input_2d",) if self.model_cfg.stage == "pretrain" else ("input_2d", "gt_3d")
-        return {k: batch[k] for k in keys}
+        """The keys of a host batch that the train step reads."""
+        return {k: batch[k] for k in _step_keys(self.model_cfg.stage)}
 
     def save(self, state, epoch: int, best_p1: float, *, is_best: bool, epoch_done=False):
         meta = {
@@ -226,22 +230,45 @@ def _make_tx(config, model) -> optax.GradientTransformation:
     return optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, labels)
 
 
-def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
-    """Loads data, builds the model and compiles the steps for `config`."""
-    sharding.maybe_initialize_distributed()
-    workdir.mkdir(parents=True, exist_ok=True)
-    evaluate.write_json(json.loads(config.to_json()), workdir / "config.json")
-    mesh = sharding.make_mesh()
-    training = config.mode == "train"
-    if training:
-        sharding.check_batch_size(config.optim.batch_size, mesh)
-    test_seqs = load_sequences(config.data, "test")
-    d = config.data
+def _step_keys(stage: str) -> tuple[str, ...]:
+    """Batch keys the steps read (Stage I never reads 3D)."""
+    return ("input_2d",) if stage == "pretrain" else ("input_2d", "gt_3d")
+
+
+def _pipelines(config, mesh, train_ds, test_ds):
+    """The train and test `Pipeline`s; logs the device memory the data takes."""
+    d, keys = config.data, _step_keys(config.model.stage)
+    with_3d = config.model.stage != "pretrain"
+    pipes = []
+    for ds in (train_ds, test_ds):
+        if ds is None:
+            pipes.append(None)
+            continue
+        pipes.append(
+            pipeline.Pipeline(
+                ds, mesh, mode=d.pipeline, keys=keys, with_3d=with_3d, prefetch=d.prefetch
+            )
+        )
+        if d.pipeline == "device":
+            mb = pipeline.device_bytes(ds, with_3d) / 2**20
+            split = "train" if ds.train else "test"
+            logging.info("%s data on every device: %.1f MiB (%d windows)", split, mb, len(ds))
+    return pipes
+
+
+def _datasets(config):
+    d, with_3d = config.data, config.model.stage != "pretrain"
+    test_seqs = load_sequences(d, "test")
     test_ds = WindowDataset(
-        test_seqs, frames=config.model.frames, tds=d.tds, train=False, test_flip=d.test_flip
+        test_seqs,
+        frames=config.model.frames,
+        tds=d.tds,
+        train=False,
+        test_flip=d.test_flip,
+        with_3d=with_3d,
     )
     train_ds = None
-    if training:
+    if config.mode == "train":
         train_ds = WindowDataset(
             load_sequences(d, "train"),
             frames=config.model.frames,
@@ -249,7 +276,26 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
             train=True,
             flip_augment=d.flip_augment,
             stride=d.stride,
+            with_3d=with_3d,
         )
+    return test_seqs, test_ds, train_ds
+
+
+def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
+    """Loads data, builds the model and compiles the steps for `config`."""
+    if config.deterministic:
+        sharding.request_deterministic_gpu_ops()
+    sharding.maybe_initialize_distributed()
+    if jax.process_index() == 0:  # one writer (the workdir is shared by the processes)
+        workdir.mkdir(parents=True, exist_ok=True)
+        evaluate.write_json(json.loads(config.to_json()), workdir / "config.json")
+    mesh = sharding.make_mesh()
+    training = config.mode == "train"
+    if training:
+        sharding.check_batch_size(config.optim.batch_size, mesh)
+    batch = config.optim.batch_size if training else config.eval.batch_size
+    logging.info("devices: %s", sharding.describe(mesh, batch))
+    test_seqs, test_ds, train_ds = _datasets(config)
     rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1)
     model, cfg = _initial_model(config, model_config(config), rngs)
     step_cfg = step_config(config, test_seqs)
@@ -263,13 +309,15 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
         convert.freeze_batchnorms(model)  # frozen encoders keep running stats (§2.5, Q27)
     graphdef, params, batch_stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
     params, batch_stats = sharding.put_replicated((params, batch_stats), mesh)
-    rep, data = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+    rep = sharding.replicated(mesh)
     train_step = jax.jit(
         steps.make_train_step(graphdef, rest, step_cfg, tx),
         donate_argnums=0,
         out_shardings=(rep, rep),
     )
-    eval_step = jax.jit(steps.make_eval_step(eval_graphdef, rest, step_cfg), out_shardings=data)
+    # Replicated predictions: every process can read the whole batch (gathered over processes).
+    eval_step = jax.jit(steps.make_eval_step(eval_graphdef, rest, step_cfg), out_shardings=rep)
+    train_pipe, test_pipe = _pipelines(config, mesh, train_ds, test_ds)
     run = Run(
         config=config,
         workdir=workdir,
@@ -291,5 +339,7 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
         if training
         else None,
         base_key=jax.random.key(config.seed),
+        train_pipe=train_pipe,
+        test_pipe=test_pipe,
     )
     return run

@@ -8,6 +8,10 @@ a pure function of (state, batch, key) and is reproducible bit for bit on CPU.
 
 Randomness: masks and dropout come from the `key` argument, which the trainer derives from
 (seed, global step) — a resumed run draws exactly what the uninterrupted run drew.
+
+Inputs: a step's `batch` is either a dict of arrays (the host pipeline) or a
+`pipeline.IndexBatch` (the device pipeline: the placed data and the batch's pair indices);
+`pipeline.materialize` gathers the windows on the device as the step's first operation.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from aptpose_jax import flip, losses
+from aptpose_jax import flip, losses, pipeline
 from aptpose_jax.masking import Masks, MaskSpec, draw_masks, no_masks
 
 
@@ -48,6 +52,8 @@ class StepConfig:
       root: root joint index (0 H36M, 14 3DHP).
       bone_pairs: the bone pairs for the bone-vector targets (H36M pairs, also on 3DHP, Q22).
       joints_left / joints_right: lists used to un-flip outputs in test-time augmentation.
+      input_joints_left / input_joints_right: lists used to flip the 2D input for TTA
+        (the dataset's 2D lists; empty: the un-flip lists).
       test_flip: average with the un-flipped output of the flipped input (§1.10).
 
     The compute dtype (bf16 option) is a model property (`ModelConfig.dtype`): parameters
@@ -63,7 +69,16 @@ class StepConfig:
     bone_pairs: tuple = ()
     joints_left: tuple = ()
     joints_right: tuple = ()
+    input_joints_left: tuple = ()
+    input_joints_right: tuple = ()
     test_flip: bool = True
+
+    @property
+    def input_lr(self) -> tuple:
+        """(left, right) lists that flip the 2D input."""
+        if self.input_joints_left or self.input_joints_right:
+            return self.input_joints_left, self.input_joints_right
+        return self.joints_left, self.joints_right
 
 
 def _masks(cfg: StepConfig, key: jax.Array, batch_size: int, use: bool) -> Masks | None:
@@ -115,6 +130,7 @@ def make_train_step(graphdef, rest, cfg: StepConfig, tx: optax.GradientTransform
     """
 
     def train_step(state: TrainState, batch, key, lr):
+        batch = pipeline.materialize(batch)
         mask_key, dropout_key = jax.random.split(key)
         masks = _masks(cfg, mask_key, batch["input_2d"].shape[0], use=True)
 
@@ -140,24 +156,56 @@ def make_train_step(graphdef, rest, cfg: StepConfig, tx: optax.GradientTransform
     return train_step
 
 
+def _output_name(cfg: StepConfig) -> str:
+    return "recon" if cfg.stage == "pretrain" else "pose"
+
+
+def tta_forward(model, x: jax.Array, masks: Masks | None, cfg: StepConfig) -> jax.Array:
+    """The model's joint output on `x`, after flip test-time augmentation when `cfg.test_flip`.
+
+    The flipped input is computed here from `x`, and both inputs run as ONE forward pass over
+    2B samples, interleaved (sample i at row 2i, its mirror at 2i+1, so a batch sharded over
+    devices stays local) with the same masks for both (§1.10; per-sample masks repeated).
+    This equals two passes over B wherever samples do not interact: BatchNorm in eval mode
+    (running statistics) and masks shared by the pair, which is what evaluation uses.
+
+    Args:
+      model: an NNX model in eval mode.
+      x: (B, F, J, 2) input windows.
+      masks: the batch's masks, or None (mask-free lifter).
+      cfg: the step facts (stage, flip lists, test_flip).
+
+    Returns:
+      Stage II "pose" (B, F', J, 3), Stage I "recon" (B, F, J, 2), float32.
+    """
+    name = _output_name(cfg)
+    if not cfg.test_flip:
+        return _forward(model, x, masks)[name]
+    b = x.shape[0]
+    both = jnp.stack([x, flip.flip_pose(x, *cfg.input_lr)], axis=1)  # (B, 2, F, J, 2)
+    both = both.reshape((2 * b, *x.shape[1:]))  # (2B, F, J, 2)
+    if masks is not None:  # per-sample (B, F, J) masks: each pair shares its sample's mask
+        masks = jax.tree.map(lambda m: jnp.repeat(m, 2, axis=0) if m.ndim == 3 else m, masks)
+    out = _forward(model, both, masks)[name]
+    out = out.reshape((b, 2, *out.shape[1:]))  # (B, 2, ...)
+    return flip.tta_average(out[:, 0], out[:, 1], cfg.joints_left, cfg.joints_right)
+
+
 def make_eval_step(graphdef, rest, cfg: StepConfig):
     """Builds `eval_step(params, batch_stats, batch, key) -> predictions` (not yet jitted).
 
     Returns per sample, for Stage II: `pose` (B, J, 3) centre-frame prediction after flip TTA
     with the root zeroed, `target` (B, J, 3) root-zeroed; for Stage I: `error` (B,), the mean
     2D distance between the reconstruction and the re-ordered input (Q8). The same masks serve
-    both TTA passes (§1.10).
+    both TTA passes (§1.10), which run as one forward over 2B (`tta_forward`).
     """
 
     def eval_step(params, batch_stats, batch, key):
+        batch = pipeline.materialize(batch)
         model = nnx.merge(graphdef, params, batch_stats, rest)
         x = batch["input_2d"]
         masks = _masks(cfg, key, x.shape[0], use=cfg.masks_in_eval)
-        name = "recon" if cfg.stage == "pretrain" else "pose"
-        pred = _forward(model, x, masks)[name]
-        if cfg.test_flip and "input_2d_flip" in batch:
-            pred_flip = _forward(model, batch["input_2d_flip"], masks)[name]
-            pred = flip.tta_average(pred, pred_flip, cfg.joints_left, cfg.joints_right)
+        pred = tta_forward(model, x, masks, cfg)
         if cfg.stage == "pretrain":  # per-sample mean 2D error over all frames (§3.2)
             target = losses.pretrain_target(x, masks.temporal)  # (B, F, J, 2)
             return {"error": jnp.linalg.norm(pred - target, axis=-1).mean(axis=(1, 2))}
