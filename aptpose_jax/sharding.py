@@ -69,7 +69,8 @@ def request_deterministic_gpu_ops() -> None:
     missing = [f for f in DETERMINISTIC_XLA_FLAGS if f not in flags]
     if not missing:
         return
-    if xla_bridge.backends_are_initialized():
+    started = getattr(xla_bridge, "backends_are_initialized", lambda: False)
+    if started():
         logging.warning(
             "deterministic=True came after JAX started its backend: set XLA_FLAGS=%r in the "
             "environment instead",

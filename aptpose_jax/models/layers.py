@@ -8,13 +8,12 @@ maps state_dict keys by rule (`aptpose_jax/convert/mapping.py`).
 Parameters and normalisation statistics are float32; `dtype` only sets the operand dtype of the
 matmuls (bfloat16 uses AMX/tensor cores and accumulates in float32).
 
-Kernels per backend (`kernel_choice`): XLA:CPU gets two tricks measured there (experiments/
-README.md), the custom-VJP matmul and the counter-hash dropout mask; GPUs and TPUs get the
-plain formulations (`jnp.matmul` with autodiff, `jax.random.bernoulli` masks), unmeasured
-alternatives being no reason to deviate. `APTPOSE_KERNELS=cpu|plain` overrides the choice
-(read when a step is traced). Both give the same values (tests/test_models.py). The bucketed
-random init is used on every backend: it only saves compilations while a model is built, and
-parameter values must not depend on the backend.
+Kernels per backend (`kernel_choice`): XLA:CPU gets the two tricks measured there
+(experiments/README.md), the custom-VJP matmul and the counter-hash dropout mask; GPU and TPU
+the plain formulations (`jnp.matmul` with autodiff, `jax.random.bernoulli`), as nothing was
+measured there. `APTPOSE_KERNELS=cpu|plain` overrides (read when a step is traced); both give
+the same values (tests/test_kernels.py). The bucketed init serves every backend: it only
+saves compilations while a model is built, and parameters must not depend on the backend.
 """
 
 from __future__ import annotations
@@ -66,8 +65,7 @@ KERNELS = ("auto", "cpu", "plain")
 
 
 def kernel_choice() -> str:
-    """ "cpu" (custom-VJP matmul, hash dropout) or "plain", from `APTPOSE_KERNELS` (default
-    "auto": "cpu" on the CPU backend, "plain" on GPU and TPU)."""
+    """`APTPOSE_KERNELS` ("auto": "cpu" on the CPU backend, "plain" on GPU and TPU)."""
     choice = os.environ.get("APTPOSE_KERNELS", "auto")
     if choice not in KERNELS:
         raise ValueError(f"APTPOSE_KERNELS must be one of {KERNELS}, got {choice!r}")
