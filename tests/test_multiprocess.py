@@ -15,9 +15,9 @@ import sys
 import jax
 import numpy as np
 import pytest
+from test_train import REPO_ROOT, load_config, tiny
 
 from aptpose_jax import setup
-from test_train import REPO_ROOT, load_config, tiny
 
 TIMEOUT_S = 1500  # per run: compiling the train step took ~6 min on the loaded 2-core VM
 
