@@ -50,8 +50,17 @@ class RunCheckpoints:
     def __init__(self, workdir: str | os.PathLike, keep: int = 2):
         if keep < 1:
             raise ConfigError(f"checkpoint.keep must be >= 1, got {keep}")
+
+        # Multi-process: both managers save the same step, so their barriers need their own
+        # names (orbax keys them by step directory name otherwise, and they would collide).
+        def mp(prefix):
+            return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=prefix)
+
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, cleanup_tmp_directories=True
+            max_to_keep=keep,
+            create=True,
+            cleanup_tmp_directories=True,
+            multiprocessing_options=mp("latest"),
         )
         self.latest = ocp.CheckpointManager(
             _abs(Path(workdir) / "checkpoints"),
@@ -59,7 +68,10 @@ class RunCheckpoints:
             item_names=("model", "train", "meta"),
         )
         best_options = ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, cleanup_tmp_directories=True
+            max_to_keep=1,
+            create=True,
+            cleanup_tmp_directories=True,
+            multiprocessing_options=mp("best"),
         )
         self.best = ocp.CheckpointManager(
             _abs(Path(workdir) / "best"), options=best_options, item_names=("model", "meta")

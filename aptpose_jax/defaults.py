@@ -53,6 +53,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.tfds_data_dir = ""
     c.data.demo = False  # generate the demo files into `root` when missing
     c.data.drop_remainder = True  # training: drop the last partial batch (one compiled shape)
+    c.data.pipeline = "device"  # "device": data placed once, steps gather; "host": numpy gather
+    c.data.prefetch = 2  # host pipeline: batches kept ready by its background thread (>= 2)
 
     c.masks = ml_collections.ConfigDict()
     c.masks.temporal_ratio = 0.0  # -tmr
@@ -95,6 +97,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.log.progress_bar = True
 
     c.compute_dtype = "float32"  # "bfloat16": bf16 compute with fp32 parameters
+    c.deterministic = False  # GPU: deterministic reductions (bitwise resume), slower (README)
     return c
 
 

@@ -1,8 +1,12 @@
-"""Horizontal flip of poses and flip test-time augmentation (§1.10).
+"""The horizontal mirror of poses and cameras, and flip test-time augmentation (§1.8, §1.10).
 
-The flip negates coordinate 0 (x / u) and swaps the left and right joint lists. It is its own
-inverse, so the same function also "un-flips" outputs computed on flipped inputs. Works on
-numpy and jax arrays of layout (..., J, D) (joints-last).
+One implementation serves every user: the host window gather (`datasets/windows.py`), the
+device window gather (`pipeline.py`) and the evaluation step's test-time augmentation
+(`steps.tta_forward`). The mirror negates coordinate 0 (x / u) and swaps the left and right
+joint lists; on a 9-vector camera [fx, fy, cx, cy, k1, k2, k3, p1, p2] it negates cx and p1.
+It is its own inverse, so the same function also "un-flips" outputs computed on flipped
+inputs. Every function works on numpy and jax arrays of layout (..., J, D) (joints-last) and
+is bitwise the same on both (a permutation and multiplications by +-1 are exact).
 """
 
 from __future__ import annotations
@@ -11,8 +15,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# Flipping the 9-vector [fx, fy, cx, cy, k1, k2, k3, p1, p2] negates cx and p1 (§1.8).
+CAM_FLIP_ENTRIES = (2, 7)
 
-def _swap_index(n_joints: int, joints_left: Sequence[int], joints_right: Sequence[int]):
+
+def swap_permutation(n_joints: int, joints_left: Sequence[int], joints_right: Sequence[int]):
+    """(J,) int index that swaps the left and right joints: `flipped[..., j] = x[..., perm[j]]`."""
     if len(joints_left) != len(joints_right):
         raise ValueError(
             f"flip: joints_left and joints_right must have equal length, got {joints_left} and "
@@ -33,12 +41,19 @@ def flip_pose(x, joints_left: Sequence[int], joints_right: Sequence[int]):
       joints_right: matching right joint indices, e.g. (1, 2, 3, 14, 15, 16).
 
     Returns:
-      The flipped array, same type, shape and dtype as `x`.
+      The flipped array, same type, shape and dtype as `x` (a new array).
     """
-    perm = _swap_index(x.shape[-2], joints_left, joints_right)
+    perm = swap_permutation(x.shape[-2], joints_left, joints_right)
     sign = np.ones(x.shape[-1], dtype=x.dtype)
     sign[0] = -1
     return x[..., perm, :] * sign  # (..., J, D)
+
+
+def flip_camera(cam):
+    """Mirror of (..., 9) camera vectors: cx and p1 negated (§1.8); numpy or jax, new array."""
+    sign = np.ones(cam.shape[-1], dtype=cam.dtype)
+    sign[list(CAM_FLIP_ENTRIES)] = -1
+    return cam * sign  # (..., 9)
 
 
 def tta_average(out, out_on_flipped, joints_left: Sequence[int], joints_right: Sequence[int]):

@@ -20,13 +20,12 @@ from absl import logging
 from aptpose_jax import evaluate, evaluators, sharding
 
 
-def _eval_inputs(batch: dict, stage: str) -> dict:
-    keys = ["input_2d", "input_2d_flip"] + ([] if stage == "pretrain" else ["gt_3d", "cam"])
-    return {k: batch[k] for k in keys if k in batch}
-
-
 def predict(run, params, batch_stats) -> dict[str, np.ndarray]:
     """Runs the eval step over the test windows in order.
+
+    The batches come from `run.test_pipe` (device-gathered windows by default); the last
+    batch is padded to the compiled shape by repeating its last window, and the padding is
+    dropped afterwards. Predictions come back replicated, i.e. gathered over every process.
 
     Returns:
       Host arrays over the N evaluated windows: Stage I "error" (N,) mean 2D reconstruction
@@ -41,30 +40,28 @@ def predict(run, params, batch_stats) -> dict[str, np.ndarray]:
     if cfg.eval.max_batches > 0:
         n_batches = min(n_batches, cfg.eval.max_batches)
     eval_key = jax.random.fold_in(run.base_key, 2**31 - 1)  # a stream apart from training
-    outputs, hosts = [], []
+
+    def padded(i):  # static batch shape: the last batch repeats its last window
+        idx = np.arange(i * b, min((i + 1) * b, n))
+        return np.concatenate([idx, np.full(b - idx.size, idx[-1])])
+
     bar = tqdm.tqdm(
         range(n_batches),
         desc="evaluate",
         unit="batch",
         disable=not cfg.log.progress_bar or jax.process_index() != 0,
     )
-    for i in bar:
-        idx = np.arange(i * b, min((i + 1) * b, n))
-        padded = np.concatenate([idx, np.full(b - idx.size, idx[-1])])  # static batch shape
-        batch = ds.get_batch(padded)
-        device_batch = sharding.put_batch(_eval_inputs(batch, cfg.model.stage), run.mesh)
-        outputs.append(
-            run.eval_step(params, batch_stats, device_batch, jax.random.fold_in(eval_key, i))
-        )
-        hosts.append((idx.size, batch["group"], ds.pair_seq[idx], ds.pair_start[idx]))
+    outputs = []
+    batches = run.test_pipe.batches(padded, 0, n_batches)
+    for i, batch in zip(bar, batches, strict=True):
+        outputs.append(run.eval_step(params, batch_stats, batch, jax.random.fold_in(eval_key, i)))
     fetched = jax.device_get(outputs)
-    result = {
-        k: np.concatenate([o[k][: h[0]] for o, h in zip(fetched, hosts, strict=True)])
-        for k in fetched[0]
-    }
-    result["group"] = np.concatenate([g[:s] for s, g, _, _ in hosts])
-    result["seq"] = np.concatenate([q for _, _, q, _ in hosts])
-    result["frame"] = np.concatenate([f for _, _, _, f in hosts])
+    m = min(n, n_batches * b)  # windows evaluated
+    result = {k: np.concatenate([o[k] for o in fetched])[:m] for k in fetched[0]}
+    seq = ds.pair_seq[:m]
+    result["group"] = ds.seq_group[seq]
+    result["seq"] = seq
+    result["frame"] = ds.pair_start[:m]
     return result
 
 
@@ -83,8 +80,9 @@ def evaluate_run(run, log, step: int, state=None) -> dict:
     logging.info(
         "evaluation at step %d: %s", step, ", ".join(f"{k} {v:.2f}" for k, v in summary.items())
     )
-    evaluate.write_json(
-        {"step": step, **summary, "table": text}, run.workdir / f"eval_{step:08d}.json"
-    )
+    if jax.process_index() == 0:  # one writer; every process holds the same predictions
+        evaluate.write_json(
+            {"step": step, **summary, "table": text}, run.workdir / f"eval_{step:08d}.json"
+        )
     summary["table"] = text
     return summary

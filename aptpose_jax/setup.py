@@ -18,7 +18,7 @@ import optax
 from absl import logging
 from flax import nnx
 
-from aptpose_jax import checkpointing, evaluate, sharding, steps
+from aptpose_jax import checkpointing, evaluate, pipeline, sharding, steps
 from aptpose_jax import weights as weights_lib
 from aptpose_jax.datasets import load_sequences, skeleton
 from aptpose_jax.datasets.windows import WindowDataset
@@ -135,6 +135,8 @@ class Run:
     base_key: jax.Array
     weights_source: str = ""  # where the initial weights came from ("" fresh)
     weights_step: int | None = None  # their training step, when recorded
+    train_pipe: pipeline.Pipeline | None = None
+    test_pipe: pipeline.Pipeline | None = None
 
     def initial_state(self) -> steps.TrainState:
         # Copies: the train step donates its state, and `self.params` must stay usable.
@@ -148,9 +150,8 @@ class Run:
         return sharding.put_replicated(state, self.mesh)
 
     def train_inputs(self, batch: dict) -> dict:
-        keys = ("input_2d",) if self.model_cfg.stage == "pretrain" else ("input_2d", "gt_3d")
-        keys += ("cam",) if self.model_cfg.refine else ()  # the refine step back-projects
-        return {k: batch[k] for k in keys}
+        """The keys of a host batch that the train step reads."""
+        return {k: batch[k] for k in _step_keys(self.model_cfg)}
 
     def save(self, state, epoch: int, best_p1: float, *, is_best: bool, epoch_done=False,
              best_step: int | None = None):  # fmt: skip
@@ -260,7 +261,6 @@ def _make_tx(config, model) -> optax.GradientTransformation:
 
 def describe(run: Run, steps_per_epoch: int | None = None) -> str:
     """The start-up summary of a run: devices, model, weights, windows, steps, workdir."""
-    devices = jax.devices()
     c = run.model_cfg
     n_params = sum(int(x.size) for x in jax.tree.leaves(run.params))
     weights = "fresh (random initialisation)"
@@ -270,9 +270,9 @@ def describe(run: Run, steps_per_epoch: int | None = None) -> str:
     windows = f"test {len(run.test_ds)}"
     if run.train_ds is not None:
         windows = f"train {len(run.train_ds)}, {windows}"
+    batch = run.config.optim.batch_size if run.train_ds is not None else run.config.eval.batch_size
     lines = [
-        f"devices: {len(devices)} x {devices[0].device_kind} ({jax.default_backend()}), "
-        f"{jax.process_count()} process(es)",
+        f"devices: {sharding.describe(run.mesh, batch)}",
         f"model: {c.stage}, frames {c.frames}, layers {c.layers}, channel {c.channel}, "
         f"d_hid {c.d_hid}, joints {c.n_joints}, refine {c.refine}, {c.dtype}; "
         f"{n_params:,} parameters",
@@ -298,6 +298,60 @@ def _record_config(config, cfg: ModelConfig, weights, path: Path) -> None:
     evaluate.write_json(record, path)
 
 
+def _step_keys(cfg: ModelConfig) -> tuple[str, ...]:
+    """Batch keys the steps read (Stage I never reads 3D; refine back-projects with `cam`)."""
+    if cfg.stage == "pretrain":
+        return ("input_2d",)
+    return ("input_2d", "gt_3d", "cam") if cfg.refine else ("input_2d", "gt_3d")
+
+
+def _pipelines(config, cfg: ModelConfig, mesh, train_ds, test_ds):
+    """The train and test `Pipeline`s; logs the device memory the data takes."""
+    d, keys = config.data, _step_keys(cfg)
+    with_3d = cfg.stage != "pretrain"
+    pipes = []
+    for ds in (train_ds, test_ds):
+        if ds is None:
+            pipes.append(None)
+            continue
+        pipes.append(
+            pipeline.Pipeline(
+                ds, mesh, mode=d.pipeline, keys=keys, with_3d=with_3d, prefetch=d.prefetch
+            )
+        )
+        if d.pipeline == "device":
+            mb = pipeline.device_bytes(ds, with_3d) / 2**20
+            split = "train" if ds.train else "test"
+            logging.info("%s data on every device: %.1f MiB (%d windows)", split, mb, len(ds))
+    return pipes
+
+
+def _datasets(config, cfg: ModelConfig):
+    """Test and train windows at the frame count of the model that runs (its weights')."""
+    d, with_3d = config.data, cfg.stage != "pretrain"
+    test_seqs = load_sequences(d, "test")
+    test_ds = WindowDataset(
+        test_seqs,
+        frames=cfg.frames,
+        tds=d.tds,
+        train=False,
+        test_flip=d.test_flip,
+        with_3d=with_3d,
+    )
+    train_ds = None
+    if config.mode == "train":
+        train_ds = WindowDataset(
+            load_sequences(d, "train"),
+            frames=cfg.frames,
+            tds=d.tds,
+            train=True,
+            flip_augment=d.flip_augment,
+            stride=d.stride,
+            with_3d=with_3d,
+        )
+    return test_seqs, test_ds, train_ds
+
+
 def build_run(config: ml_collections.ConfigDict, workdir: Path, explicit=frozenset()) -> Run:
     """Loads the weights and the data, builds the model and compiles the steps for `config`.
 
@@ -308,6 +362,8 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path, explicit=frozens
         them that the loaded weights contradict is an error (`weights.adopt_sizes`).
     """
     check_config(config)
+    if config.deterministic:
+        sharding.request_deterministic_gpu_ops()
     sharding.maybe_initialize_distributed()
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = sharding.make_mesh()
@@ -318,22 +374,9 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path, explicit=frozens
     # The weights first: their sizes decide the windows and masks (frames, joints).
     loaded = weights_lib.initial_model(config, model_config(config), rngs, explicit)
     model, cfg = loaded.model, loaded.cfg
-    _record_config(config, cfg, loaded, workdir / "config.json")
-    test_seqs = load_sequences(config.data, "test")
-    d = config.data
-    test_ds = WindowDataset(
-        test_seqs, frames=cfg.frames, tds=d.tds, train=False, test_flip=d.test_flip
-    )
-    train_ds = None
-    if training:
-        train_ds = WindowDataset(
-            load_sequences(d, "train"),
-            frames=cfg.frames,
-            tds=d.tds,
-            train=True,
-            flip_augment=d.flip_augment,
-            stride=d.stride,
-        )
+    if jax.process_index() == 0:  # one writer (the workdir is shared by the processes)
+        _record_config(config, cfg, loaded, workdir / "config.json")
+    test_seqs, test_ds, train_ds = _datasets(config, cfg)
     step_cfg = step_config(config, test_seqs, cfg)
     tx = _make_tx(config, model) if training else optax.identity()
     model.eval()
@@ -345,13 +388,15 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path, explicit=frozens
         convert.freeze_batchnorms(model)  # frozen encoders keep running stats (§2.5, Q27)
     graphdef, params, batch_stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
     params, batch_stats = sharding.put_replicated((params, batch_stats), mesh)
-    rep, data = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+    rep = sharding.replicated(mesh)
     train_step = jax.jit(
         steps.make_train_step(graphdef, rest, step_cfg, tx),
         donate_argnums=0,
         out_shardings=(rep, rep),
     )
-    eval_step = jax.jit(steps.make_eval_step(eval_graphdef, rest, step_cfg), out_shardings=data)
+    # Replicated predictions: every process can read the whole batch (gathered over processes).
+    eval_step = jax.jit(steps.make_eval_step(eval_graphdef, rest, step_cfg), out_shardings=rep)
+    train_pipe, test_pipe = _pipelines(config, cfg, mesh, train_ds, test_ds)
     run = Run(
         config=config,
         workdir=workdir,
@@ -375,5 +420,7 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path, explicit=frozens
         base_key=jax.random.key(config.seed),
         weights_source=loaded.source,
         weights_step=loaded.step,
+        train_pipe=train_pipe,
+        test_pipe=test_pipe,
     )
     return run

@@ -8,6 +8,10 @@ a pure function of (state, batch, key) and is reproducible bit for bit on CPU.
 
 Randomness: masks and dropout come from the `key` argument, which the trainer derives from
 (seed, global step) — a resumed run draws exactly what the uninterrupted run drew.
+
+Inputs: a step's `batch` is either a dict of arrays (the host pipeline) or a
+`pipeline.IndexBatch` (the device pipeline: the placed data and the batch's pair indices);
+`pipeline.materialize` gathers the windows on the device as the step's first operation.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from aptpose_jax import flip, losses
+from aptpose_jax import flip, losses, pipeline
 from aptpose_jax.masking import Masks, MaskSpec, draw_masks, no_masks
 from aptpose_jax.refine import refine_centre
 
@@ -73,6 +77,13 @@ class StepConfig:
     test_flip: bool = True
     refine: bool = False  # §2.8: the refined centre frame is trained and evaluated
 
+    @property
+    def input_lr(self) -> tuple:
+        """(left, right) lists that flip the 2D input."""
+        if self.input_joints_left or self.input_joints_right:
+            return self.input_joints_left, self.input_joints_right
+        return self.joints_left, self.joints_right
+
 
 def _masks(cfg: StepConfig, key: jax.Array, batch_size: int, use: bool) -> Masks | None:
     """The masks of one batch; `use=False` means mask-free (Stage I keeps its temporal mask)."""
@@ -95,31 +106,6 @@ def eval_masks(cfg: StepConfig, key: jax.Array, batch_size: int) -> Masks | None
 
 def _forward(model, x, masks):
     return {k: v.astype(jnp.float32) for k, v in model(x, masks).items()}
-
-
-def tta_forward(model, x: jax.Array, masks: Masks | None, cfg: StepConfig) -> jax.Array:
-    """The evaluated output after flip test-time augmentation (§1.10); the one inference core.
-
-    Used by the eval step, `Predictor` and the serving export alike. The flipped input is
-    computed here from `x` with the input joint lists, and the same masks serve both passes.
-
-    Args:
-      model: the NNX model in eval mode.
-      x: (B, F, J, 2) input windows.
-      masks: the batch's masks (None for the mask-free model).
-      cfg: static step facts (stage, flip lists, `test_flip`).
-
-    Returns:
-      Stage I: the reconstruction (B, F, J, 2); Stage II: the centre-frame pose (B, 1, J, 3).
-    """
-    name = "recon" if cfg.stage == "pretrain" else "pose"
-    pred = _forward(model, x, masks)[name]
-    if cfg.test_flip:
-        left = cfg.input_joints_left or cfg.joints_left
-        right = cfg.input_joints_right or cfg.joints_right
-        pred_flip = _forward(model, flip.flip_pose(x, left, right), masks)[name]
-        pred = flip.tta_average(pred, pred_flip, cfg.joints_left, cfg.joints_right)
-    return pred
 
 
 def _loss(cfg: StepConfig, out, batch, masks):
@@ -156,6 +142,7 @@ def make_train_step(graphdef, rest, cfg: StepConfig, tx: optax.GradientTransform
     """
 
     def train_step(state: TrainState, batch, key, lr):
+        batch = pipeline.materialize(batch)
         mask_key, dropout_key = jax.random.split(key)
         masks = _masks(cfg, mask_key, batch["input_2d"].shape[0], use=True)
 
@@ -183,16 +170,54 @@ def make_train_step(graphdef, rest, cfg: StepConfig, tx: optax.GradientTransform
     return train_step
 
 
+def _output_name(cfg: StepConfig) -> str:
+    return "recon" if cfg.stage == "pretrain" else "pose"
+
+
+def tta_forward(model, x: jax.Array, masks: Masks | None, cfg: StepConfig) -> jax.Array:
+    """The model's joint output on `x`, after flip test-time augmentation when `cfg.test_flip`.
+
+    The one inference core: the eval step, `Predictor` and the serving export all call it.
+
+    The flipped input is computed here from `x`, and both inputs run as ONE forward pass over
+    2B samples, interleaved (sample i at row 2i, its mirror at 2i+1, so a batch sharded over
+    devices stays local) with the same masks for both (§1.10; per-sample masks repeated).
+    This equals two passes over B wherever samples do not interact: BatchNorm in eval mode
+    (running statistics) and masks shared by the pair, which is what evaluation uses.
+
+    Args:
+      model: an NNX model in eval mode.
+      x: (B, F, J, 2) input windows.
+      masks: the batch's masks, or None (mask-free lifter).
+      cfg: the step facts (stage, flip lists, test_flip).
+
+    Returns:
+      Stage II "pose" (B, F', J, 3), Stage I "recon" (B, F, J, 2), float32.
+    """
+    name = _output_name(cfg)
+    if not cfg.test_flip:
+        return _forward(model, x, masks)[name]
+    b = x.shape[0]
+    both = jnp.stack([x, flip.flip_pose(x, *cfg.input_lr)], axis=1)  # (B, 2, F, J, 2)
+    both = both.reshape((2 * b, *x.shape[1:]))  # (2B, F, J, 2)
+    if masks is not None:  # per-sample (B, F, J) masks: each pair shares its sample's mask
+        masks = jax.tree.map(lambda m: jnp.repeat(m, 2, axis=0) if m.ndim == 3 else m, masks)
+    out = _forward(model, both, masks)[name]
+    out = out.reshape((b, 2, *out.shape[1:]))  # (B, 2, ...)
+    return flip.tta_average(out[:, 0], out[:, 1], cfg.joints_left, cfg.joints_right)
+
+
 def make_eval_step(graphdef, rest, cfg: StepConfig):
     """Builds `eval_step(params, batch_stats, batch, key) -> predictions` (not yet jitted).
 
     Returns per sample, for Stage II: `pose` (B, J, 3) centre-frame prediction after flip TTA
     with the root zeroed, `target` (B, J, 3) root-zeroed; for Stage I: `error` (B,), the mean
     2D distance between the reconstruction and the re-ordered input (Q8). The same masks serve
-    both TTA passes (§1.10); the flipped input is computed on device (`tta_forward`).
+    both TTA passes (§1.10), which run as one forward over 2B (`tta_forward`).
     """
 
     def eval_step(params, batch_stats, batch, key):
+        batch = pipeline.materialize(batch)
         model = nnx.merge(graphdef, params, batch_stats, rest)
         x = batch["input_2d"]
         masks = eval_masks(cfg, key, x.shape[0])

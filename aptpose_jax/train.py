@@ -24,7 +24,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from aptpose_jax import inference, setup, sharding
+from aptpose_jax import inference, setup
 from aptpose_jax.errors import ConfigError
 from aptpose_jax.logs import MetricLog
 
@@ -93,10 +93,10 @@ def _train_epoch(run, state, epoch: int, n_steps: int, log: MetricLog, timer: di
     )
     first_step = int(state.step)  # host-side step count: no device sync inside the loop
     history, hist_start, t0, seen = [], first_step, time.perf_counter(), 0
-    for i in bar:
+    # Every process walks the same global order and feeds its own devices' rows (pipeline.py).
+    batches = run.train_pipe.batches(lambda j: order[j * b : (j + 1) * b], start, n_steps)
+    for i, batch in zip(bar, batches, strict=True):
         step = first_step + (i - start)  # global step of this batch, before the update
-        batch = ds.get_batch(order[i * b : (i + 1) * b])
-        batch = sharding.put_batch(run.train_inputs(batch), run.mesh)
         key = jax.random.fold_in(run.base_key, step)
         t_c = time.perf_counter()
         state, metrics = run.train_step(state, batch, key, lr)

@@ -1,28 +1,38 @@
 """End-to-end training and evaluation throughput, input pipeline included, for both stages.
 
 Builds the run exactly as training does (`setup.build_run` on the H36M configs, synthetic demo
-data in the official file formats) and times, per stage and mode:
+data in the official file formats) and times, per stage, dtype, batch, pipeline and mode:
 
 * compile_s: lowering + XLA compilation of the jitted step (the first step's extra cost);
-* step_ms: median over `--steps` end-to-end steps (batch assembly with `get_batch`,
-  host-to-device `put_batch`, the jitted step, each waited for); samples_per_s = batch /
-  step_ms. Each timed step is split into input_ms (get_batch + put_batch, waited for) and
-  device_ms (the jitted step), medians reported;
-* pipelined_ms: mean step of `--steps` more steps dispatched as the training loop does (no wait
-  between steps, so the host may prepare batch i+1 while the device runs step i);
+* step_ms: median over `--steps` end-to-end steps (the pipeline's batch for the step —
+  pair indices on the device pipeline, a gathered host batch on the host pipeline — then the
+  jitted step, each waited for); samples_per_s = batch / pipelined_ms when measured (that is
+  how training runs), else batch / step_ms. Each timed step is split into input_ms (the
+  pipeline's batch, waited for) and device_ms (the jitted step, gather included on the
+  device pipeline);
+* pipelined_ms: mean step of `--steps` more steps fed as the training loop feeds them (the
+  pipeline's iterator: host batches from the prefetch thread; no wait between steps);
+* busy_ms: mean step of `--steps` steps dispatched back to back on ONE batch already on the
+  device: the device's own time per step. device_idle = 1 - busy_ms / pipelined_ms (>= 0),
+  the share of a training step the device waits for input or for the host;
 * flops_per_sample: XLA's cost analysis of the compiled step (times the device count, for
   SPMD programs report one device's share) / batch;
-* utilisation: achieved FLOP/s (flops per step / device_ms) as a fraction of the throughput of
+* utilisation: achieved FLOP/s (flops per step / busy_ms) as a fraction of the throughput of
   a large square matmul in the run's dtype, measured on the same devices right before and
   right after the timed steps (best of 2 x 5 calls): "fraction of measured matmul
-  throughput", NOT of a vendor peak.
+  throughput", NOT of a vendor peak;
+* h36m_epoch_s (train rows): projected time of one Human3.6M epoch, 2,928,800 training
+  windows including flips (F=243, tds 2), at the measured samples/s.
 
-Eval is the evaluation step with flip test-time augmentation: two forward passes per sample.
-One JSON line per figure on stdout.
+Eval is the evaluation step with flip TTA (one forward pass over 2B). One JSON line per
+figure on stdout; `--profile DIR` also writes a `jax.profiler` trace of a few train steps.
 
   .venv/bin/python experiments/bench_train.py                       # CPU default, B=16
-  .venv/bin/python experiments/bench_train.py --batch 160 --dtype bfloat16 --steps 20   # GPU
   .venv/bin/python experiments/bench_train.py --frames 27 --steps 2 --channel 32   # smoke run
+  # one GPU, every figure of the issue (see experiments/README.md "GPU run"):
+  python experiments/bench_train.py --stages finetune --batches 160,1024,4096 \
+      --dtypes bfloat16,float32 --pipelines device,host --steps 20 --warmup 3 \
+      --frames_per_sequence 3000 --subjects_train S1,S5 --profile /tmp/aptpose_profile
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a file (`python experiments/bench_t
 
 from aptpose_jax import setup, sharding  # noqa: E402
 from aptpose_jax.datasets.demo import ensure_demo_data  # noqa: E402
+from aptpose_jax.models.layers import kernel_choice  # noqa: E402
 from aptpose_jax.train import epoch_order, learning_rate  # noqa: E402
 
 CONFIGS = {"pretrain": "h36m_pretrain", "finetune": "h36m_finetune"}
@@ -122,48 +133,55 @@ def measure_matmul(dtype: str, n: int, reps: int = 5) -> float:
     return 2.0 * k * n**3 / min(times)
 
 
-def _time_steps(device_batch, step, n: int, warmup: int, pipelined: bool) -> dict:
-    """Times `step(batch, i)` on `device_batch(i)` (see the module docstring for the figures).
+H36M_EPOCH_WINDOWS = 2_928_800  # training windows of one Human3.6M epoch, flips included
 
-    Each timed step first waits for its batch (input_ms), then for the step (device_ms); their
-    sum is step_ms. Medians over the `n` steps. The pipelined loop waits only at the end.
+
+def _time_steps(batch_of, feed, step, n: int, warmup: int, pipelined: bool) -> dict:
+    """Times `step(batch, i)` (see the module docstring for the figures).
+
+    `batch_of(i)` builds batch i synchronously; `feed(start, stop)` iterates batches as the
+    training loop does (prefetch thread on the host pipeline). Medians over the `n` steps.
     """
     t0 = time.perf_counter()
     for i in range(warmup):
-        jax.block_until_ready(step(device_batch(i), i))
+        jax.block_until_ready(step(batch_of(i), i))
     warmup_s = time.perf_counter() - t0
     inp, dev, tot = [], [], []
     for i in range(warmup, warmup + n):
         t0 = time.perf_counter()
-        batch = jax.block_until_ready(device_batch(i))
+        batch = jax.block_until_ready(batch_of(i))
         t1 = time.perf_counter()
         jax.block_until_ready(step(batch, i))
         t2 = time.perf_counter()
         inp.append(t1 - t0)
         dev.append(t2 - t1)
         tot.append(t2 - t0)
-    pipelined_ms = None
+    times = dict(warmup_s=round(warmup_s, 2))
+    fixed = jax.block_until_ready(batch_of(0))
+    t0 = time.perf_counter()  # the device's own time: one batch, steps back to back
+    jax.block_until_ready([step(fixed, i) for i in range(n)])
+    busy = (time.perf_counter() - t0) / n
+    times["busy_ms"] = round(1e3 * busy, 2)
     if pipelined:
+        start = warmup + n
         t0 = time.perf_counter()
-        outs = [step(device_batch(i), i) for i in range(warmup + n, warmup + 2 * n)]
+        outs = [step(b, start + k) for k, b in enumerate(feed(start, start + n))]
         jax.block_until_ready(outs)
-        pipelined_ms = round(1e3 * (time.perf_counter() - t0) / n, 2)
+        pipe = (time.perf_counter() - t0) / n
+        times["pipelined_ms"] = round(1e3 * pipe, 2)
+        times["device_idle"] = round(max(0.0, 1.0 - busy / pipe), 4)
     ms = lambda xs: round(1e3 * statistics.median(xs), 2)  # noqa: E731
-    return dict(
-        step_ms=ms(tot),
-        pipelined_ms=pipelined_ms,
-        device_ms=ms(dev),
-        input_ms=ms(inp),
-        warmup_s=round(warmup_s, 2),
-    )
+    return dict(step_ms=ms(tot), device_ms=ms(dev), input_ms=ms(inp), **times)
 
 
 def _figures(mode: str, b: int, flops, compile_s: float, times: dict, peak: float) -> dict:
-    """The reported row: throughput from the end-to-end step, utilisation from the device step."""
-    achieved = None if flops is None else flops / (times["device_ms"] / 1e3)  # FLOP/s
-    return dict(
+    """The reported row: throughput as training feeds, utilisation from the device's time."""
+    step_ms = times.get("pipelined_ms") or times["step_ms"]
+    rate = b / (step_ms / 1e3)
+    achieved = None if flops is None else flops / (times["busy_ms"] / 1e3)  # FLOP/s
+    row = dict(
         mode=mode,
-        samples_per_s=round(b / (times["step_ms"] / 1e3), 2),
+        samples_per_s=round(rate, 2),
         **times,
         compile_s=round(compile_s, 2),
         flops_per_sample=None if flops is None else round(flops / b),
@@ -171,34 +189,34 @@ def _figures(mode: str, b: int, flops, compile_s: float, times: dict, peak: floa
         matmul_gflops=round(peak / 1e9, 2),
         utilisation=None if achieved is None else round(achieved / peak, 4),
     )
+    if mode == "train":
+        row["h36m_epoch_s"] = round(H36M_EPOCH_WINDOWS / rate, 1)
+    return row
 
 
 def _n_batches(n_windows: int, b: int, split: str) -> int:
     if n_windows < b:
         raise ValueError(
             f"the {split} set has {n_windows} windows, fewer than one batch of {b}: lower "
-            "--batch/--eval_batch or raise --frames_per_sequence"
+            "--batches or raise --frames_per_sequence / add --subjects_train"
         )
     return n_windows // b
 
 
 def bench_train(run, args) -> tuple[dict, object]:
     """Times the training step of `run` with its input pipeline (see the module docstring)."""
-    cfg, ds, mesh = run.config, run.train_ds, run.mesh
+    cfg, ds = run.config, run.train_ds
     b = cfg.optim.batch_size
     order = epoch_order(cfg.seed, 1, len(ds))
     n_batches = _n_batches(len(ds), b, "training")
-
-    def device_batch(i):
-        j = i % n_batches
-        return sharding.put_batch(run.train_inputs(ds.get_batch(order[j * b : (j + 1) * b])), mesh)
-
+    index_of = lambda i: order[(i % n_batches) * b : (i % n_batches + 1) * b]  # noqa: E731
+    batch_of = lambda i: run.train_pipe.batch(index_of(i))  # noqa: E731
+    feed = lambda start, stop: run.train_pipe.batches(index_of, start, stop)  # noqa: E731
     lr = jnp.float32(learning_rate(cfg.optim, 1))
     key = lambda s: jax.random.fold_in(run.base_key, s)  # noqa: E731
-    first = device_batch(0)
     holder = {"state": run.initial_state()}
     t0 = time.perf_counter()
-    compiled = run.train_step.lower(holder["state"], first, key(0), lr).compile()
+    compiled = run.train_step.lower(holder["state"], batch_of(0), key(0), lr).compile()
     compile_s = time.perf_counter() - t0
     flops = flops_of(compiled)
 
@@ -207,9 +225,18 @@ def bench_train(run, args) -> tuple[dict, object]:
         return metrics  # one executable: its outputs are ready together
 
     peak = measure_matmul(args.dtype, args.matmul_n)  # before and after: under the same load
-    times = _time_steps(device_batch, step, args.steps, args.warmup, args.pipelined)
+    times = _time_steps(batch_of, feed, step, args.steps, args.warmup, args.pipelined)
     peak = max(peak, measure_matmul(args.dtype, args.matmul_n))
+    if args.profile:
+        _profile(args.profile, step, batch_of)
     return _figures("train", b, flops, compile_s, times, peak), holder["state"]
+
+
+def _profile(directory: str, step, batch_of, n: int = 5) -> None:
+    """A `jax.profiler` trace of `n` steps (open with TensorBoard / Perfetto)."""
+    batches = [jax.block_until_ready(batch_of(i)) for i in range(n)]
+    with jax.profiler.trace(directory):
+        jax.block_until_ready([step(batch, i) for i, batch in enumerate(batches)])
 
 
 def bench_eval(run, args, state=None) -> dict:
@@ -217,27 +244,23 @@ def bench_eval(run, args, state=None) -> dict:
 
     `state`: the trained state when the train benchmark ran first (it donated `run.params`).
     """
-    cfg, ds, mesh = run.config, run.test_ds, run.mesh
+    cfg, ds = run.config, run.test_ds
     params = run.params if state is None else state.params
     stats = run.batch_stats if state is None else state.batch_stats
     b = cfg.eval.batch_size
     n_batches = _n_batches(len(ds), b, "test")
-    keys = ["input_2d", "input_2d_flip"] + ([] if cfg.model.stage == "pretrain" else ["gt_3d"])
-
-    def device_batch(i):
-        j = i % n_batches
-        batch = ds.get_batch(np.arange(j * b, (j + 1) * b))
-        return sharding.put_batch({k: batch[k] for k in keys}, mesh)
-
+    index_of = lambda i: np.arange((i % n_batches) * b, (i % n_batches + 1) * b)  # noqa: E731
+    batch_of = lambda i: run.test_pipe.batch(index_of(i))  # noqa: E731
+    feed = lambda start, stop: run.test_pipe.batches(index_of, start, stop)  # noqa: E731
     key = jax.random.fold_in(run.base_key, 2**31 - 1)
-    first = device_batch(0)
     t0 = time.perf_counter()
-    compiled = run.eval_step.lower(params, stats, first, key).compile()
+    compiled = run.eval_step.lower(params, stats, batch_of(0), key).compile()
     compile_s = time.perf_counter() - t0
     flops = flops_of(compiled)
     peak = measure_matmul(args.dtype, args.matmul_n)
     times = _time_steps(
-        device_batch,
+        batch_of,
+        feed,
         lambda batch, i: run.eval_step(params, stats, batch, key),
         args.steps,
         args.warmup,
@@ -257,11 +280,16 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch", type=int, default=16, help="training batch (reference: 160)")
-    p.add_argument("--eval_batch", type=int, default=0, help="0: same as --batch")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--batches", default="16", help="training batches, e.g. 160,1024,4096")
+    p.add_argument("--eval_batch", type=int, default=0, help="0: same as the training batch")
+    p.add_argument("--dtypes", default="float32", help="float32,bfloat16")
+    p.add_argument("--pipelines", default="device", help="device,host")
     p.add_argument("--stages", default="pretrain,finetune")
     p.add_argument("--modes", default="train,eval")
     p.add_argument("--steps", type=int, default=3, help="timed steps per measurement")
@@ -270,8 +298,10 @@ def parse_args(argv=None):
         "--pipelined",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also time --steps steps dispatched without waiting (as the training loop)",
+        help="also time --steps steps fed as the training loop (gives device_idle)",
     )
+    p.add_argument("--deterministic", action="store_true", help="GPU: deterministic ops")
+    p.add_argument("--profile", default="", help="write a jax.profiler trace here (train)")
     p.add_argument("--frames", type=int, default=0, help="0: the config's (243)")
     p.add_argument("--layers", type=int, default=0, help="0: the config's (4)")
     p.add_argument("--channel", type=int, default=0, help="0: the config's (256)")
@@ -287,13 +317,43 @@ def parse_args(argv=None):
     for mode in args.modes.split(","):
         if mode not in ("train", "eval"):
             p.error(f"unknown mode {mode!r}; choose from train, eval")
-    if args.steps < 1 or args.batch < 1:
-        p.error("--steps and --batch must be positive")
+    for name, allowed in (("dtypes", ("float32", "bfloat16")), ("pipelines", ("device", "host"))):
+        for value in getattr(args, name).split(","):
+            if value not in allowed:
+                p.error(f"--{name}: unknown {value!r}; choose from {', '.join(allowed)}")
+    if args.steps < 1 or min(_ints(args.batches)) < 1:
+        p.error("--steps and --batches must be positive")
     return args
+
+
+def _bench_one(stage, dtype, batch, pipe, args, root, common) -> None:
+    args.dtype, args.batch = dtype, batch
+    config = bench_config(stage, args, root)
+    config.data.subjects_train = args.subjects_train
+    config.data.pipeline = pipe
+    config.deterministic = args.deterministic
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as workdir:
+        run = setup.build_run(config, pathlib.Path(workdir))
+        try:
+            state = None
+            for mode in args.modes.split(","):
+                if mode == "train":
+                    row, state = bench_train(run, args)
+                else:
+                    row = bench_eval(run, args, state)
+                load = round(os.getloadavg()[0], 2)
+                b = config.optim.batch_size if mode == "train" else config.eval.batch_size
+                head = dict(stage=stage, dtype=dtype, pipeline=pipe, batch=b,
+                            frames=config.model.frames)  # fmt: skip
+                print(json.dumps({**common, **head, **row, "load1": load}), flush=True)
+        finally:
+            run.close()
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.deterministic:
+        sharding.request_deterministic_gpu_ops()  # before JAX starts its backend
     logging.set_verbosity(logging.WARNING)
     root = pathlib.Path(args.data_root)
     root = root if root.is_absolute() else REPO_ROOT / root
@@ -305,27 +365,14 @@ def main(argv=None) -> None:
         backend=jax.default_backend(),
         device=jax.devices()[0].device_kind,
         device_count=len(jax.devices()),
-        dtype=args.dtype,
         matmul_n=args.matmul_n,
+        kernels=kernel_choice(),
     )
     for stage in args.stages.split(","):
-        config = bench_config(stage, args, root)
-        config.data.subjects_train = args.subjects_train
-        with tempfile.TemporaryDirectory(prefix="bench_train_") as workdir:
-            run = setup.build_run(config, pathlib.Path(workdir))
-            try:
-                state = None
-                for mode in args.modes.split(","):
-                    if mode == "train":
-                        row, state = bench_train(run, args)
-                    else:
-                        row = bench_eval(run, args, state)
-                    load = round(os.getloadavg()[0], 2)
-                    b = config.optim.batch_size if mode == "train" else config.eval.batch_size
-                    head = dict(stage=stage, batch=b, frames=config.model.frames)
-                    print(json.dumps({**common, **head, **row, "load1": load}), flush=True)
-            finally:
-                run.close()
+        for dtype in args.dtypes.split(","):
+            for batch in _ints(args.batches):
+                for pipe in args.pipelines.split(","):
+                    _bench_one(stage, dtype, batch, pipe, args, root, common)
 
 
 if __name__ == "__main__":

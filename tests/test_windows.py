@@ -7,10 +7,10 @@ from aptpose_jax.datasets.sequences import PoseSequences
 from aptpose_jax.datasets.windows import (
     WindowDataset,
     enumerate_pairs,
-    flip_cameras,
-    flip_poses,
     window_frame_indices,
 )
+from aptpose_jax.flip import flip_camera as flip_cameras
+from aptpose_jax.flip import flip_pose as flip_poses
 
 LEFT = (4, 5, 6, 11, 12, 13)
 RIGHT = (1, 2, 3, 14, 15, 16)

@@ -17,9 +17,7 @@ import numpy as np
 
 from aptpose_jax.datasets.sequences import PoseSequences
 from aptpose_jax.datasets.skeleton import H36M_ACTIONS
-
-# Flipping the 9-vector [fx, fy, cx, cy, k1, k2, k3, p1, p2] negates cx and p1 (§1.8).
-CAM_FLIP_ENTRIES = (2, 7)
+from aptpose_jax.flip import flip_camera, flip_pose, swap_permutation
 
 
 def enumerate_pairs(
@@ -91,29 +89,6 @@ def window_frame_indices(
     return np.clip(idx, 0, np.asarray(lengths, np.int64)[:, None] - 1)
 
 
-def _swap_perm(n_joints: int, left: tuple[int, ...], right: tuple[int, ...]) -> np.ndarray:
-    if len(left) != len(right):
-        raise ValueError(f"left/right joint lists differ in length: {left} vs {right}")
-    perm = np.arange(n_joints)
-    perm[list(left)] = list(right)
-    perm[list(right)] = list(left)
-    return perm
-
-
-def flip_poses(x: np.ndarray, left: tuple[int, ...], right: tuple[int, ...]) -> np.ndarray:
-    """Mirror of (..., J, D) poses: coordinate 0 negated, left/right joints swapped (§1.8)."""
-    out = x[..., _swap_perm(x.shape[-2], left, right), :]  # (..., J, D) copy
-    out[..., 0] *= -1
-    return out
-
-
-def flip_cameras(cam: np.ndarray) -> np.ndarray:
-    """Mirror of (..., 9) camera vectors: cx and p1 negated (§1.8)."""
-    out = np.array(cam, copy=True)
-    out[..., list(CAM_FLIP_ENTRIES)] *= -1
-    return out
-
-
 def _group_order(groups: list[str]) -> list[str]:
     """Unique group names: H36M classes in `define_actions` order, otherwise first appearance."""
     unique = list(dict.fromkeys(groups))
@@ -128,7 +103,11 @@ class WindowDataset:
     Training: chunk = `stride`, flipped copies after each sequence's pairs when `flip_augment`,
     3D targets for all F frames (`out_all`). Test: every frame (every valid frame when the
     sequences carry `valid`, 3DHP) is a centre, no flipped pairs, 3D target = centre frame, and
-    `input_2d_flip` holds the flipped window when `test_flip`.
+    `input_2d_flip` holds the flipped window when `test_flip`. With `with_3d=False` (Stage I,
+    which never uses 3D) the 3D poses are neither kept nor gathered.
+
+    The mirror itself is `aptpose_jax.flip` (one implementation for host, device and TTA);
+    `pipeline.py` gathers the same windows on the device from the same index tables.
 
     With `stride > 1` each chunk gives one window centred on the chunk start; the reference
     only produces F-frame windows when stride <= tds (Q20).
@@ -144,6 +123,7 @@ class WindowDataset:
         flip_augment: bool = True,
         test_flip: bool = True,
         stride: int = 1,
+        with_3d: bool = True,
     ):
         self.seqs = seqs
         self.frames = frames
@@ -156,13 +136,15 @@ class WindowDataset:
         self.poses_2d = np.concatenate(seqs.poses_2d).astype(np.float32, copy=False)  # (N, J, 2)
         self.poses_3d = (
             None
-            if seqs.poses_3d is None
+            if seqs.poses_3d is None or not with_3d
             else np.concatenate(seqs.poses_3d).astype(np.float32, copy=False)  # (N, J, 3)
         )
         self.cameras = np.asarray(seqs.cameras, np.float32)  # (S, 9)
-        self.perm_2d = _swap_perm(self.poses_2d.shape[1], seqs.joints_left_2d, seqs.joints_right_2d)
+        self.lr_2d = (tuple(seqs.joints_left_2d), tuple(seqs.joints_right_2d))
+        self.lr_3d = (tuple(seqs.joints_left_3d), tuple(seqs.joints_right_3d))
+        self.perm_2d = swap_permutation(self.poses_2d.shape[1], *self.lr_2d)
         n_j3 = self.poses_2d.shape[1] if self.poses_3d is None else self.poses_3d.shape[1]
-        self.perm_3d = _swap_perm(n_j3, seqs.joints_left_3d, seqs.joints_right_3d)
+        self.perm_3d = swap_permutation(n_j3, *self.lr_3d)
         cam_ind = seqs.cam_indices if seqs.cam_indices is not None else [0] * len(seqs)
         self.cam_ind = np.asarray(cam_ind, np.int32)  # (S,)
         self.group_names = _group_order(seqs.groups)
@@ -191,12 +173,11 @@ class WindowDataset:
         )  # (B, F)
         return local + self.seq_offsets[seq][:, None]
 
-    def _flip_rows(self, x: np.ndarray, rows: np.ndarray, perm: np.ndarray) -> None:
+    @staticmethod
+    def _flip_rows(x: np.ndarray, rows: np.ndarray, lr: tuple) -> None:
         """In place: flips samples `rows` of x (B, F, J, D)."""
         if rows.size:
-            sub = x[rows][:, :, perm]  # (b, F, J, D)
-            sub[..., 0] *= -1
-            x[rows] = sub
+            x[rows] = flip_pose(x[rows], *lr)  # (b, F, J, D)
 
     def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         """Gathers the samples `indices` (pair indices, any order) into one batch.
@@ -213,23 +194,21 @@ class WindowDataset:
         flip_rows = np.nonzero(self.pair_flip[indices])[0]
         frame_idx = self.window_indices(indices)  # (B, F)
         x2 = self.poses_2d[frame_idx]  # (B, F, J, 2)
-        self._flip_rows(x2, flip_rows, self.perm_2d)
+        self._flip_rows(x2, flip_rows, self.lr_2d)
         batch = {"input_2d": x2}
         if self.test_flip:
-            batch["input_2d_flip"] = flip_poses(
-                x2, self.seqs.joints_left_2d, self.seqs.joints_right_2d
-            )
+            batch["input_2d_flip"] = flip_pose(x2, *self.lr_2d)
         if self.poses_3d is not None:
             if self.train:
                 x3 = self.poses_3d[frame_idx]  # (B, F, J, 3)
             else:
                 centre = np.clip(self.pair_start[indices], 0, self.lengths[seq] - 1)
                 x3 = self.poses_3d[(centre + self.seq_offsets[seq])[:, None]]  # (B, 1, J, 3)
-            self._flip_rows(x3, flip_rows, self.perm_3d)
+            self._flip_rows(x3, flip_rows, self.lr_3d)
             batch["gt_3d"] = x3
         cam = self.cameras[seq]  # (B, 9)
         if flip_rows.size:
-            cam[np.ix_(flip_rows, CAM_FLIP_ENTRIES)] *= -1
+            cam[flip_rows] = flip_camera(cam[flip_rows])
         batch["cam"] = cam
         batch["scale"] = np.ones(len(indices), np.float32)
         batch["cam_ind"] = self.cam_ind[seq]

@@ -7,12 +7,20 @@ maps state_dict keys by rule (`aptpose_jax/convert/mapping.py`).
 
 Parameters and normalisation statistics are float32; `dtype` only sets the operand dtype of the
 matmuls (bfloat16 uses AMX/tensor cores and accumulates in float32).
+
+Kernels per backend (`kernel_choice`): XLA:CPU gets the two tricks measured there
+(experiments/README.md), the custom-VJP matmul and the counter-hash dropout mask; GPU and TPU
+the plain formulations (`jnp.matmul` with autodiff, `jax.random.bernoulli`), as nothing was
+measured there. `APTPOSE_KERNELS=cpu|plain` overrides (read when a step is traced); both give
+the same values (tests/test_kernels.py). The bucketed init serves every backend: it only
+saves compilations while a model is built, and parameters must not depend on the backend.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -53,25 +61,46 @@ def normal_init(rngs: nnx.Rngs, shape) -> jax.Array:
     return random_init(rngs.params(), shape, 1.0, normal=True)
 
 
-def _matmul(x: jax.Array, w: jax.Array, dtype) -> jax.Array:
+KERNELS = ("auto", "cpu", "plain")
+
+
+def kernel_choice() -> str:
+    """`APTPOSE_KERNELS` ("auto": "cpu" on the CPU backend, "plain" on GPU and TPU)."""
+    choice = os.environ.get("APTPOSE_KERNELS", "auto")
+    if choice not in KERNELS:
+        raise ValueError(f"APTPOSE_KERNELS must be one of {KERNELS}, got {choice!r}")
+    if choice == "auto":
+        return "cpu" if jax.default_backend() == "cpu" else "plain"
+    return choice
+
+
+def plain_matmul(x: jax.Array, w: jax.Array, dtype) -> jax.Array:
+    """`x @ w` over the last axis of x with operands in `dtype`, float32 result (autodiff)."""
     return jnp.matmul(x.astype(dtype), w.astype(dtype), preferred_element_type=F32)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def matmul(x: jax.Array, w: jax.Array, dtype) -> jax.Array:
-    """`x @ w` over the last axis of x with operands in `dtype`, float32 result.
+    """`x @ w` with operands in `dtype`, float32 result, by the backend's kernel choice."""
+    if kernel_choice() == "cpu":
+        return transposed_residual_matmul(x, w, dtype)
+    return plain_matmul(x, w, dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def transposed_residual_matmul(x: jax.Array, w: jax.Array, dtype) -> jax.Array:
+    """`x @ w` over the last axis of x with operands in `dtype`, float32 result (CPU kernel).
 
     The custom VJP saves `x` already transposed to `(C_in, N)` in the forward pass, so the
     weight gradient is a plain `(C_in, N) @ (N, C_out)` GEMM. Left to itself, XLA:CPU transposes
     an operand inside the backward pass and fuses the whole elementwise chain that produces it
     (LN/BN backward, dropout masks) into that strided transpose, which dominated training steps.
     """
-    return _matmul(x, w, dtype)
+    return plain_matmul(x, w, dtype)
 
 
 def _matmul_fwd(x, w, dtype):
     xt = x.reshape(-1, x.shape[-1]).astype(dtype).T  # (C_in, N)
-    return _matmul(x, w, dtype), (xt, w)
+    return plain_matmul(x, w, dtype), (xt, w)
 
 
 def _matmul_bwd(dtype, res, g):
@@ -82,7 +111,7 @@ def _matmul_bwd(dtype, res, g):
     return dx, dw.astype(w.dtype)
 
 
-matmul.defvjp(_matmul_fwd, _matmul_bwd)
+transposed_residual_matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 class Linear(nnx.Module):
@@ -121,11 +150,20 @@ def hash_uniform_bits(key: jax.Array, shape: tuple) -> jax.Array:
     return _mix32(_mix32(idx ^ seed[0]) + seed[1])
 
 
-class Dropout(nnx.Dropout):
-    """`nnx.Dropout` (same attributes, `.eval()`/`.train()`, RNG stream) with a fast mask.
+def dropout_keep_mask(key: jax.Array, shape: tuple, rate: float, kernels: str) -> jax.Array:
+    """Bool mask, True with probability `1 - rate`: counter hash ("cpu", to 2^-32) or
+    `jax.random.bernoulli` ("plain", to float32 resolution)."""
+    if kernels == "cpu":
+        return hash_uniform_bits(key, shape) >= jnp.uint32(int(rate * 2**32))
+    return jax.random.bernoulli(key, 1.0 - rate, shape)
 
-    Keeps each entry with probability `1 - rate` (to 2^-32) and scales kept entries by
-    `1 / (1 - rate)`, like PyTorch. Bit-level RNG parity with PyTorch is impossible anyway.
+
+class Dropout(nnx.Dropout):
+    """`nnx.Dropout` (same attributes, `.eval()`/`.train()`, RNG stream), mask by backend.
+
+    Keeps each entry with probability `1 - rate` and scales kept entries by `1 / (1 - rate)`,
+    like PyTorch; the mask is `dropout_keep_mask` of the backend's `kernel_choice` (bit-level
+    RNG parity with PyTorch is impossible anyway).
     """
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -133,7 +171,7 @@ class Dropout(nnx.Dropout):
             return x
         if self.rate >= 1.0:
             return jnp.zeros_like(x)
-        keep = hash_uniform_bits(self.rngs(), x.shape) >= jnp.uint32(int(self.rate * 2**32))
+        keep = dropout_keep_mask(self.rngs(), x.shape, self.rate, kernel_choice())
         return jnp.where(keep, x * (1.0 / (1.0 - self.rate)), jnp.zeros((), x.dtype))
 
 

@@ -1,0 +1,132 @@
+"""Input pipeline: device-gathered windows equal the host gather bit for bit; prefetch; TTA."""
+
+import threading
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from aptpose_jax import pipeline, sharding, steps
+from aptpose_jax.datasets.sequences import PoseSequences
+from aptpose_jax.datasets.skeleton import H36M_JOINTS_LEFT, H36M_JOINTS_RIGHT
+from aptpose_jax.datasets.windows import WindowDataset
+from aptpose_jax.masking import MaskSpec, draw_masks
+from aptpose_jax.models import ModelConfig, build_model
+
+
+def _sequences(lengths, seed=0):
+    """Random float poses (every bit pattern matters) with H36M left/right lists."""
+    rng = np.random.default_rng(seed)
+    n = len(lengths)
+    return PoseSequences(
+        name="t", keys=[(f"S{s}",) for s in range(n)],
+        poses_2d=[rng.normal(size=(t, 17, 2)).astype(np.float32) for t in lengths],
+        poses_3d=[rng.normal(size=(t, 17, 3)).astype(np.float32) for t in lengths],
+        cameras=rng.normal(size=(n, 9)).astype(np.float32),
+        groups=["A" if s % 2 == 0 else "B" for s in range(n)],
+        subjects=[f"S{s % 3}" for s in range(n)],
+        cam_indices=[s % 4 for s in range(n)],
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    return sharding.make_mesh()
+
+
+@pytest.mark.parametrize("frames", [27, 81, 243])
+@pytest.mark.parametrize("tds", [1, 2])
+@pytest.mark.parametrize("train,flip", [(True, True), (True, False), (False, True), (False, False)])
+def test_device_gather_is_bitwise_the_host_gather(mesh, frames, tds, train, flip):
+    # Sequences shorter and longer than the window span: border clamping on both sides.
+    seqs = _sequences([5, 40, 300, 700])
+    kwargs = dict(flip_augment=flip, stride=2) if train else dict(test_flip=flip)
+    ds = WindowDataset(seqs, frames=frames, tds=tds, train=train, **kwargs)
+    idx = np.random.default_rng(1).permutation(len(ds))[:64].astype(np.int32)
+    if train and flip:
+        assert ds.pair_flip[idx].any() and not ds.pair_flip[idx].all()
+    host = ds.get_batch(idx)
+    windows = pipeline.place_windows(ds, mesh, with_3d=True)
+    idx_dev = jax.device_put(idx, sharding.batch_sharded(mesh))
+    got = jax.device_get(jax.jit(lambda w, i: w.gather(i))(windows, idx_dev))
+    expected = {"input_2d", "gt_3d", "cam"} | ({"input_2d_flip"} if flip and not train else set())
+    assert set(got) == expected
+    for k in expected:
+        assert got[k].dtype == host[k].dtype and got[k].shape == host[k].shape, k
+        np.testing.assert_array_equal(got[k].view(np.uint32), host[k].view(np.uint32), err_msg=k)
+
+
+def test_stage1_places_no_3d_and_host_batches_equal_device_batches(mesh):
+    seqs = _sequences([50, 90])
+    ds = WindowDataset(seqs, frames=27, tds=2, train=True, with_3d=False)
+    assert ds.poses_3d is None and "gt_3d" not in ds.get_batch(np.arange(4))
+    dev = pipeline.Pipeline(ds, mesh, mode="device", keys=("input_2d",), with_3d=False)
+    assert dev.windows.poses_3d is None
+    assert pipeline.device_bytes(ds, with_3d=False) == sum(
+        a.nbytes for a in (ds.poses_2d, ds.cameras)
+    ) + 4 * (2 * len(ds.lengths) + 2 * len(ds)) + len(ds)
+    host = pipeline.Pipeline(ds, mesh, mode="host", keys=("input_2d",), with_3d=False)
+    order = np.random.default_rng(0).permutation(len(ds))
+    index_of = lambda i: order[i * 16 : (i + 1) * 16]  # noqa: E731
+    gather = jax.jit(pipeline.materialize)
+    for a, b in zip(dev.batches(index_of, 0, 3), host.batches(index_of, 0, 3), strict=True):
+        assert isinstance(a, pipeline.IndexBatch) and set(b) == {"input_2d"}
+        assert b["input_2d"].sharding.is_equivalent_to(sharding.batch_sharded(mesh), 4)
+        np.testing.assert_array_equal(np.asarray(gather(a)["input_2d"]), np.asarray(b["input_2d"]))
+
+
+def test_prefetcher_keeps_order_runs_ahead_and_reraises():
+    made = []
+
+    def make(i):
+        made.append(i)
+        if i == 5:
+            raise KeyError("boom")
+        return i * 10
+
+    with pipeline.Prefetcher(make, 0, 5, depth=2) as feed:
+        it = iter(feed)
+        assert next(it) == 0
+        deadline = threading.Event()
+        for _ in range(50):  # the thread fills the queue while the consumer waits
+            if len(made) >= 3:
+                break
+            deadline.wait(0.05)
+        assert len(made) >= 3
+        assert list(it) == [10, 20, 30, 40]
+    with pytest.raises(KeyError, match="boom"), pipeline.Prefetcher(make, 4, 7) as feed:
+        list(feed)
+
+
+@pytest.mark.parametrize(
+    "stage,per_sample", [("lifter", False), ("lifter", True), ("pretrain", False)]
+)
+def test_tta_one_forward_over_2b_equals_two_forwards(stage, per_sample):
+    frames = 27
+    cfg = ModelConfig(stage=stage, frames=frames, layers=2, channel=16, d_hid=32,
+                      temporal_ratio=0.5 if stage == "pretrain" else 0.0)  # fmt: skip
+    model = build_model(cfg, nnx.Rngs(params=0, dropout=1))
+    model.eval()
+    spec = MaskSpec(frames=frames, temporal_ratio=cfg.temporal_ratio, joints_per_frame=2,
+                    bones_per_frame=1, joints_left=H36M_JOINTS_LEFT,
+                    joints_right=H36M_JOINTS_RIGHT, per_sample=per_sample)  # fmt: skip
+    left = H36M_JOINTS_LEFT
+    right = H36M_JOINTS_RIGHT
+    step_cfg = steps.StepConfig(stage=stage, mask_spec=spec, joints_left=left, joints_right=right)
+    x = jax.random.normal(jax.random.key(3), (8, frames, 17, 2))
+    masks = draw_masks(jax.random.key(4), spec, 8)
+    one = jax.jit(lambda x, m: steps.tta_forward(model, x, m, step_cfg))(x, masks)
+
+    def two(x, m):
+        name = "recon" if stage == "pretrain" else "pose"
+        a = model(x, m)[name]
+        b = model(steps.flip.flip_pose(x, left, right), m)[name]
+        return steps.flip.tta_average(a, b, left, right)
+
+    ref = jax.jit(two)(x, masks)
+    # Same operations per sample; only the matmul row count differs (2B vs B), which may
+    # change XLA:CPU's blocking and hence float rounding: tolerance at float32 noise.
+    np.testing.assert_allclose(np.asarray(one), np.asarray(ref), rtol=1e-5, atol=1e-6)
+    assert not jnp.allclose(one, model(x, masks)["recon" if stage == "pretrain" else "pose"])
