@@ -49,6 +49,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -179,6 +180,16 @@ def xla_memory_bytes(compiled) -> int | None:
         return None
     return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
                - m.alias_size_in_bytes)  # fmt: skip
+
+
+def collectives(compiled) -> dict | None:
+    """Cross-device collectives in the optimised HLO of the step: {"all-reduce": count, ...}."""
+    try:
+        text = compiled.as_text()
+    except Exception:  # noqa: BLE001 - some backends cannot print their executable
+        return None
+    ops = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
+    return {op: len(re.findall(rf"= [^=]*\b{op}(?:-start)?\(", text)) for op in ops}
 
 
 def peak_device_memory(devices) -> int | None:
@@ -348,6 +359,7 @@ class Sweep:
             utilisation=None if achieved is None else round(achieved / peak, 5),
             peak_memory_bytes=peak_device_memory(mesh.devices.flat),
             xla_memory_bytes=xla_memory_bytes(compiled),
+            collectives=collectives(compiled),
             allreduce_ms=round(self.allreduce(mesh, st.n_params), 3),
         )
         del state
@@ -390,11 +402,12 @@ class Sweep:
                     loadavg_after=_loadavg())  # fmt: skip
 
 
-def plan(args, n_available: int) -> list[tuple[str, str, int, int, set]]:
+def plan(args, n_available: int) -> tuple[list[tuple[str, str, int, int, set]], int]:
     """The (stage, dtype, devices, per-device batch, series) points, deduplicated, in order of
     priority: every (stage, dtype) gets its fewest- and most-device points of the first weak
     series first, then the rest of the weak, strong and batch series, so that a sweep cut
-    short by `--budget_s` still covers every stage and dtype.
+    short by `--budget_s` still covers every stage and dtype. Also returns how many points
+    that first block has (the memory rows run after it).
     """
     counts = [n for n in args.devices if n <= n_available]
     if not counts:
@@ -414,7 +427,7 @@ def plan(args, n_available: int) -> list[tuple[str, str, int, int, set]]:
     combos = [(st, dt) for st in args.stages.split(",") for dt in args.dtypes.split(",")]
     ordered = [(st, dt, *k) for k in first for st, dt in combos]
     ordered += [(st, dt, *k) for st, dt in combos for k in rest]
-    return [(st, dt, n, b, points[(n, b)]) for st, dt, n, b in ordered]
+    return [(st, dt, n, b, points[(n, b)]) for st, dt, n, b in ordered], len(first) * len(combos)
 
 
 def _ints(text: str) -> list[int]:
@@ -457,6 +470,16 @@ def parse_args(argv=None):
     return args
 
 
+def memory_rows(args, sweep: Sweep, emit, over) -> None:
+    """Compile-only Stage II memory rows and the (accelerator) fit search."""
+    for dtype in args.dtypes.split(",") if "lifter" in args.stages.split(",") else []:
+        for b in args.memory_batches:
+            if not over():
+                emit(sweep.memory_row("lifter", dtype, b))
+        if args.fit_search:
+            emit(sweep.fit_search("lifter", dtype, max(args.batches), args.fit_limit))
+
+
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     if args.cpu_devices:
@@ -482,17 +505,16 @@ def main(argv=None) -> list[dict]:
 
     t_start = time.perf_counter()
     over = lambda: args.budget_s and time.perf_counter() - t_start > args.budget_s  # noqa: E731
-    for name, dtype, n, b, series in plan(args, len(dev)):
+    points, n_first = plan(args, len(dev))
+    for i, (name, dtype, n, b, series) in enumerate(points):
+        if i == n_first:
+            memory_rows(args, sweep, emit, over)
         if over():
             print(f"budget of {args.budget_s} s spent: skipped {name} {dtype} {n}x{b}", flush=True)
             continue
         emit(sweep.point(name, dtype, n, b, series))
-    for dtype in args.dtypes.split(",") if "lifter" in args.stages.split(",") else []:
-        for b in args.memory_batches:
-            if not over():
-                emit(sweep.memory_row("lifter", dtype, b))
-        if args.fit_search:
-            emit(sweep.fit_search("lifter", dtype, max(args.batches), args.fit_limit))
+    if n_first >= len(points):
+        memory_rows(args, sweep, emit, over)
     return rows
 
 

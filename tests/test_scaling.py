@@ -106,3 +106,18 @@ def test_scaling_report_makes_plots_and_tables(sweep_rows, tmp_path):
     } <= names
     assert all((tmp_path / n).stat().st_size > 0 for n in names)
     assert "| stage |" in (tmp_path / "tables.md").read_text()
+
+
+def test_learning_rate_warmup_is_linear_then_the_epoch_schedule():
+    from aptpose_jax.defaults import base_config
+    from aptpose_jax.train import learning_rate
+
+    optim = base_config().optim
+    optim.lr, optim.lr_decay = 1e-3, 0.5
+    assert optim.warmup_steps == 0  # off by default: the reference schedule
+    assert learning_rate(optim, 2, step=0) == pytest.approx(5e-4)
+    optim.warmup_steps = 4
+    got = [learning_rate(optim, 1, step=s) for s in range(6)]
+    assert got == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert learning_rate(optim, 2, step=1) == pytest.approx(0.5 * 5e-4)  # decay x warm-up
+    assert learning_rate(optim, 2) == pytest.approx(5e-4)  # no step: the epoch's lr
