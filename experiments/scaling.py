@@ -76,6 +76,7 @@ DEFAULT_OUT = REPO_ROOT / "experiments" / "results" / "scaling.jsonl"
 STAGES = {
     "pretrain": dict(temporal_ratio=0.8, joints_per_frame=2, lr=1e-4),
     "lifter": dict(temporal_ratio=0.0, joints_per_frame=0, lr=7e-4),
+    "lifter_nomask": dict(temporal_ratio=0.0, joints_per_frame=0, lr=7e-4),  # 3DHP Stage II
 }
 
 
@@ -116,6 +117,8 @@ class Stage:
         facts = STAGES[stage]
         self.name, self.dtype, self.lr = stage, dtype, facts["lr"]
         ratio = facts["temporal_ratio"]
+        if stage == "pretrain" and args.temporal_ratio >= 0:
+            ratio = args.temporal_ratio  # 3DHP Stage I: 0.7
         self.cfg = ModelConfig(stage, args.frames, args.layers, args.channel, args.d_hid,
                                temporal_ratio=ratio, dtype=dtype)  # fmt: skip
         spec = MaskSpec(frames=args.frames, temporal_ratio=ratio,
@@ -449,6 +452,7 @@ def parse_args(argv=None):
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--channel", type=int, default=256)
     p.add_argument("--d_hid", type=int, default=512)
+    p.add_argument("--temporal_ratio", type=float, default=-1, help="Stage I; -1: 0.8 (H36M)")
     p.add_argument("--matmul_n", type=int, default=0, help="matmul size; 0: 2048 CPU, 8192 else")
     p.add_argument("--memory_batches", type=_ints, default=[], help="compile-only, Stage II")
     p.add_argument("--fit_search", action="store_true", help="largest Stage II batch that runs")

@@ -10,11 +10,12 @@ Every figure it prints for a GPU or TPU is MODELLED, not measured. Inputs (see
 
 Step time of n devices at per-device batch b:
 
-    t(n, b) = t_host + b * max(flops / (eta * peak), bytes / hbm) + allreduce(n)
+    t(n, b) = t_host + b * max(flops / (eta * peak), bytes / hbm) + allreduce(n) + k alpha
     allreduce(n) = 2 (n - 1) / n * 4 P / bw_allreduce          (ring / torus all-reduce)
 
-with eta the fraction of the vendor peak that the step reaches (assumed, ETA) and t_host the
-host's dispatch cost per step (measured here, `host_overhead_ms`). No overlap of the
+with eta the fraction of the vendor peak that the step reaches (assumed, ETA), t_host the
+host's dispatch cost per step (assumed, T_HOST_S) and, for n > 1, k collectives (counted in the
+compiled step) of an assumed latency alpha each. No overlap of the
 all-reduce with the backward pass is assumed (a pessimistic bound on communication).
 
 For the fake CPU devices of this machine the same formula is checked against every measured
@@ -53,6 +54,7 @@ class Chip:
     hbm_bytes: float  # capacity
     hbm_bw: float  # bytes/s
     allreduce_bw: float  # bytes/s per chip available to an all-reduce (A2)
+    alpha: float  # assumed latency per collective, s (A6)
     source: str
 
 
@@ -71,12 +73,12 @@ SOURCES = {
     "TensorCores per chip: v5p-128 = 4x4x4 = 64 chips)",
 }
 
-H100 = Chip("H100 SXM", 989.4e12, 494.7e12, 80e9, 3.35e12, 450e9, "h100")
-H200 = Chip("H200 SXM", 989.4e12, 494.7e12, 141e9, 4.8e12, 450e9, "h200")
+H100 = Chip("H100 SXM", 989.4e12, 494.7e12, 80e9, 3.35e12, 450e9, 10e-6, "h100")
+H200 = Chip("H200 SXM", 989.4e12, 494.7e12, 141e9, 4.8e12, 450e9, 10e-6, "h200")
 # v5e: 51.2 TB/s all-reduce per 256-chip pod = 200 GB/s per chip (published); v5p: half its
 # bidirectional ICI, by the same ratio as v5e (400 -> 200), assumption A2.
-V5E = Chip("TPU v5e", 197e12, 197e12, 16 * 2**30, 819e9, 200e9, "v5e")
-V5P = Chip("TPU v5p", 459e12, 459e12, 95 * 2**30, 2765e9, 600e9, "v5p")
+V5E = Chip("TPU v5e", 197e12, 197e12, 16 * 2**30, 819e9, 200e9, 5e-6, "v5e")
+V5P = Chip("TPU v5p", 459e12, 459e12, 95 * 2**30, 2765e9, 600e9, 5e-6, "v5p")
 
 # (label, chip, chips): the pod configurations the issue asks about.
 PODS = (
@@ -99,20 +101,25 @@ def step_time(chip: Chip, n: int, b: int, cost: dict, dtype: str, eta: float,
     """Modelled step time (s) of n chips at per-device batch b (see the module docstring)."""
     peak = chip.bf16_flops if dtype == "bfloat16" else chip.fp32_flops
     compute = b * max(cost["flops"] / (eta * peak), cost["bytes"] / chip.hbm_bw)
-    return t_host + compute + allreduce_s(n, cost["n_params"], chip.allreduce_bw)
+    latency = cost.get("collectives", 0) * chip.alpha if n > 1 else 0.0
+    return t_host + compute + allreduce_s(n, cost["n_params"], chip.allreduce_bw) + latency
 
 
 def stage_costs(rows: list[dict]) -> dict:
-    """Per (stage, dtype): median FLOPs and bytes per sample and the parameter count."""
+    """Per (stage, dtype, frames): median FLOPs and bytes per sample, parameters, collectives."""
     groups: dict = {}
     for r in rows:
         if r.get("flops_per_sample") and r.get("bytes_per_sample"):
-            groups.setdefault((r["stage"], r["dtype"]), []).append(r)
+            groups.setdefault((r["stage"], r["dtype"], r["frames"]), []).append(r)
     return {
         k: dict(
             flops=statistics.median(r["flops_per_sample"] for r in v),
             bytes=statistics.median(r["bytes_per_sample"] for r in v),
             n_params=v[0]["n_params"],
+            collectives=max(
+                (sum((r.get("collectives") or {}).values()) for r in v if r["device_count"] > 1),
+                default=0,
+            ),
             frames=v[0]["frames"],
             layers=v[0]["layers"],
         )
@@ -129,15 +136,16 @@ def cpu_predictions(rows: list[dict]) -> list[dict]:
     """
     steps = [r for r in rows if r["kind"] == "train_step" and r.get("utilisation")]
     eta = {}
-    for key in {(r["stage"], r["dtype"]) for r in steps}:
-        ones = [r["utilisation"] for r in steps if (r["stage"], r["dtype"]) == key
-                and r["device_count"] == min(x["device_count"] for x in steps)]  # fmt: skip
-        eta[key] = statistics.median(ones) if ones else None
+    ident = lambda r: (r["stage"], r["dtype"], r["frames"])  # noqa: E731
+    for key in {ident(r) for r in steps}:
+        group = [r for r in steps if ident(r) == key]
+        fewest = min(r["device_count"] for r in group)
+        eta[key] = statistics.median(r["utilisation"] for r in group if r["device_count"] == fewest)
     out = []
     for r in steps:
-        e = eta[(r["stage"], r["dtype"])]
+        e = eta[ident(r)]
         compute = r["global_batch"] * r["flops_per_sample"] / (e * r["matmul_gflops"] * 1e9)
-        pred = r["host_overhead_ms"] / 1e3 + compute + r["allreduce_ms"] / 1e3
+        pred = r.get("host_overhead_ms", 0.0) / 1e3 + compute + r["allreduce_ms"] / 1e3
         meas = r["step_ms"] / 1e3
         out.append(dict(r, eta=e, model_ms=round(1e3 * pred, 1),
                         residual_pct=round(100 * (meas - pred) / pred, 1)))  # fmt: skip
@@ -147,13 +155,13 @@ def cpu_predictions(rows: list[dict]) -> list[dict]:
 def pod_predictions(costs: dict, per_device_batches=(20, 64, 160)) -> list[dict]:
     """Modelled step time, samples/s and weak-scaling efficiency for every pod in PODS."""
     out = []
-    for (stage, dtype), cost in sorted(costs.items()):
+    for (stage, dtype, frames), cost in sorted(costs.items()):
         for label, chip, n in PODS:
             for b in per_device_batches:
                 t = {k: step_time(chip, n, b, cost, dtype, e) for k, e in ETA.items()}
                 t1 = step_time(chip, 1, b, cost, dtype, ETA["mid"])
                 out.append(dict(
-                    stage=stage, dtype=dtype, pod=label, chips=n, per_device_batch=b,
+                    stage=stage, dtype=dtype, frames=frames, pod=label, chips=n, per_device_batch=b,
                     global_batch=n * b, step_ms={k: 1e3 * v for k, v in t.items()},
                     samples_per_s=n * b / t["mid"], efficiency=t1 / t["mid"],
                     allreduce_ms=1e3 * allreduce_s(n, cost["n_params"], chip.allreduce_bw),

@@ -294,71 +294,74 @@ def pod_table(rows: list[dict]) -> list[str]:
     for p in model.pod_predictions(costs):
         t = p["step_ms"]
         out.append(
-            f"| {p['stage']} | {p['dtype']} | {p['pod']} | {p['per_device_batch']} | "
+            f"| {p['stage']} F={p['frames']} | {p['dtype']} | {p['pod']} | "
+            f"{p['per_device_batch']} | "
             f"{p['global_batch']} | {t['low']:.2f} / {t['mid']:.2f} / {t['high']:.2f} | "
             f"{p['samples_per_s']:,.0f} | {p['allreduce_ms']:.3f} | {p['efficiency']:.3f} |"
         )
     return out
 
 
+EPOCHS = {243: ("H36M", model.H36M_EPOCH), 81: ("3DHP", model.MPI3DHP_EPOCH)}
+RECIPES = {243: ("pretrain", "lifter"), 81: ("pretrain", "lifter_nomask")}
+
+
 def ttt_measured(rows: list[dict]) -> list[str]:
     """Time to train from the best measured samples/s of each (machine, stage, dtype, devices)."""
     out = [
-        "| machine (MEASURED throughput) | stage | dtype | devices | best point (batch/dev) "
-        "| samples/s | H36M 80 epochs: days | device-hours |",
-        "|---|---|---|---|---|---|---|---|",
+        "| machine (MEASURED throughput) | data | stage | dtype | devices | best point "
+        "(batch/dev) | samples/s | 80 epochs: days | device-hours |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     best: dict = {}
     for r in rows:
-        if r["kind"] != "train_step" or r["frames"] != 243:
+        if r["kind"] != "train_step" or r["frames"] not in EPOCHS:
             continue
-        key = (
-            f"{r['backend']} {r['cpu'] if r['backend'] == 'cpu' else r['device_kind']}",
-            r["stage"],
-            r["dtype"],
-            r["device_count"],
-        )
+        machine = r["cpu"] if r["backend"] == "cpu" else r["device_kind"]
+        key = (f"{r['backend']} {machine}", r["frames"], r["stage"], r["dtype"], r["device_count"])
         if key not in best or r["samples_per_s"] > best[key]["samples_per_s"]:
             best[key] = r
-    for (machine, stage, dtype, n), r in sorted(best.items()):
-        hours, dev_hours = model.time_to_train(r["samples_per_s"], n)
+    for (machine, frames, stage, dtype, n), r in sorted(best.items()):
+        data, epoch = EPOCHS[frames]
+        hours, dev_hours = model.time_to_train(r["samples_per_s"], n, epoch=epoch)
         out.append(
-            f"| {machine} | {stage} | {dtype} | {n} | {r['per_device_batch']} | "
-            f"{r['samples_per_s']:.2f} | {hours / 24:,.0f} | {dev_hours:,.0f} |"
+            f"| {machine} | {data} F={frames} | {stage} | {dtype} | {n} | {r['per_device_batch']}"
+            f" | {r['samples_per_s']:.2f} | {hours / 24:,.0f} | {dev_hours:,.0f} |"
         )
     return out
 
 
 def ttt_modelled(rows: list[dict], global_batch: int = model.PAPER_BATCH) -> list[str]:
-    """Modelled H36M Stage I + II time at the paper's global batch and at 8x it (eta 0.30)."""
-    costs = model.stage_costs([r for r in rows if r["kind"] == "train_step" and r["frames"] == 243])
+    """Modelled Stage I + II time at the paper's global batch and at 8x it (eta 0.30)."""
+    costs = model.stage_costs([r for r in rows if r["kind"] == "train_step"])
     out = [
-        "| pod (MODELLED, eta 0.30) | dtype | global batch | Stage I h | Stage II h "
+        "| data | pod (MODELLED, eta 0.30) | dtype | global batch | Stage I h | Stage II h "
         "| I + II wall h | device-hours |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for dtype in sorted({k[1] for k in costs}):
-        if ("pretrain", dtype) not in costs or ("lifter", dtype) not in costs:
-            continue
-        for label, chip, n in model.PODS:
-            for g in (global_batch, 8 * global_batch):
-                if g % n:
-                    continue
-                h = [
-                    model.time_to_train(
-                        n
-                        * (g // n)
-                        / model.step_time(
-                            chip, n, g // n, costs[(st, dtype)], dtype, model.ETA["mid"]
-                        ),
-                        n,
-                    )[0]
-                    for st in ("pretrain", "lifter")
-                ]
-                out.append(
-                    f"| {label} | {dtype} | {g} | {h[0]:.2f} | {h[1]:.2f} | "
-                    f"{sum(h):.2f} | {sum(h) * n:.1f} |"
-                )
+    dtypes = sorted({k[1] for k in costs})
+    for frames, (data, epoch) in EPOCHS.items():
+        for dtype in dtypes:
+            keys = [(st, dtype, frames) for st in RECIPES[frames]]
+            if not all(k in costs for k in keys):
+                continue
+            for label, chip, n in model.PODS:
+                for g in (global_batch, 8 * global_batch):
+                    if g % n:
+                        continue
+                    b = g // n
+                    h = [
+                        model.time_to_train(
+                            g / model.step_time(chip, n, b, costs[k], dtype, model.ETA["mid"]),
+                            n,
+                            epoch=epoch,
+                        )[0]
+                        for k in keys
+                    ]
+                    out.append(
+                        f"| {data} | {label} | {dtype} | {g} | {h[0]:.2f} | {h[1]:.2f} | "
+                        f"{sum(h):.2f} | {sum(h) * n:.1f} |"
+                    )
     return out
 
 

@@ -91,7 +91,6 @@ def test_scaling_sweep_writes_one_line_per_point(sweep_rows):
 
 
 def test_scaling_report_makes_plots_and_tables(sweep_rows, tmp_path):
-    pytest.importorskip("matplotlib")
     _, out = sweep_rows
     report = _load("scaling_report")
     written = report.main(["--inputs", str(out), "--out_dir", str(tmp_path)])
