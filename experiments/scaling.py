@@ -408,8 +408,9 @@ class Sweep:
 def plan(args, n_available: int) -> tuple[list[tuple[str, str, int, int, set]], int]:
     """The (stage, dtype, devices, per-device batch, series) points, deduplicated, in order of
     priority: every (stage, dtype) gets its fewest- and most-device points of the first weak
-    series first, then the rest of the weak, strong and batch series, so that a sweep cut
-    short by `--budget_s` still covers every stage and dtype. Also returns how many points
+    series first, then its other fewest-device points (batch sweep), then the remaining weak
+    and strong points, so that a sweep cut short by `--budget_s` still covers every stage and
+    dtype. Also returns how many points
     that first block has (the memory rows run after it).
     """
     counts = [n for n in args.devices if n <= n_available]
@@ -426,9 +427,10 @@ def plan(args, n_available: int) -> tuple[list[tuple[str, str, int, int, set]], 
     for b in args.batches:
         points.setdefault((counts[0], b), set()).add("batch")
     first = [(n, args.weak[0]) for n in dict.fromkeys((counts[0], counts[-1]))] if args.weak else []
-    rest = [k for k in sorted(points) if k not in first]
-    combos = [(st, dt) for st in args.stages.split(",") for dt in args.dtypes.split(",")]
-    ordered = [(st, dt, *k) for k in first for st, dt in combos]
+    single = [k for k in sorted(points) if k not in first and k[0] == counts[0]]
+    rest = [k for k in sorted(points) if k not in first and k not in single]
+    combos = [(st, dt) for dt in args.dtypes.split(",") for st in args.stages.split(",")]
+    ordered = [(st, dt, *k) for k in first + single for st, dt in combos]
     ordered += [(st, dt, *k) for st, dt in combos for k in rest]
     return [(st, dt, n, b, points[(n, b)]) for st, dt, n, b in ordered], len(first) * len(combos)
 
