@@ -9,7 +9,7 @@ B / 160. One JSON line per run appended to `--out` (final training loss = mean o
 logged values, P1, P2, steps, wall time, load average).
 
   python experiments/lr_scaling.py                                   # the default comparison
-  python experiments/lr_scaling.py --runs 160:none:0,1024:linear:20 --samples 100000
+  python experiments/lr_scaling.py --runs 160:none:0,1024:linear:20 --samples 102400 --epochs 5
 """
 
 from __future__ import annotations
@@ -95,15 +95,18 @@ def run_one(args, batch: int, rule: str, warmup: int) -> dict:
 
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", default="160:none:0,1024:none:0,1024:sqrt:10,1024:linear:10,"
-                   "1024:linear:0", help="batch:rule:warmup_steps, comma separated")  # fmt: skip
-    p.add_argument("--samples", type=int, default=61440, help="training samples per run")
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument(
+        "--runs",
+        default="160:none:0,1024:linear:5,1024:sqrt:5,1024:none:0",
+        help="batch:rule:warmup_steps, comma separated",
+    )
+    p.add_argument("--samples", type=int, default=20480, help="training samples per run")
+    p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--frames", type=int, default=27)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--channel", type=int, default=64)
-    p.add_argument("--d_hid", type=int, default=128)
-    p.add_argument("--last", type=int, default=3, help="logged losses averaged for the final")
+    p.add_argument("--layers", type=int, default=1)
+    p.add_argument("--channel", type=int, default=32)
+    p.add_argument("--d_hid", type=int, default=64)
+    p.add_argument("--last", type=int, default=2, help="logged losses averaged for the final")
     p.add_argument("--out", default=str(REPO_ROOT / "experiments/results/lr_scaling.jsonl"))
     args = p.parse_args(argv)
     rows = []
