@@ -290,7 +290,7 @@ def pod_table(rows: list[dict]) -> list[str]:
         "| samples/s (eta 0.30) | all-reduce ms | weak-scaling efficiency |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    costs = model.stage_costs([r for r in rows if r["kind"] == "train_step"])
+    costs = model.stage_costs([r for r in rows if r["kind"] == "train_step" and r["frames"] == 243])
     for p in model.pod_predictions(costs):
         t = p["step_ms"]
         out.append(
@@ -365,7 +365,25 @@ def ttt_modelled(rows: list[dict], global_batch: int = model.PAPER_BATCH) -> lis
     return out
 
 
-def write_tables(rows: list[dict], path: pathlib.Path) -> None:
+def lr_table(path: pathlib.Path) -> list[str]:
+    """The learning-rate runs of experiments/lr_scaling.py (demo data), if any."""
+    out = [
+        "| batch | rule | lr | warm-up steps | steps | samples | final train loss | P1 mm | P2 mm "
+        "| model (F, layers, C, H) | wall s | load1 before/after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path else []
+    for r in rows:
+        out.append(
+            f"| {r['batch']} | {r['rule']} | {r['lr']:.2e} | {r['warmup_steps']} | {r['steps']} "
+            f"| {r['samples']:,} | {r['final_train_loss']:.3f} | {r['p1']:.1f} | {r['p2']:.1f} | "
+            f"{r['frames']}, {r['layers']}, {r['channel']}, {r['d_hid']} | {r['wall_s']:.0f} | "
+            f"{r['loadavg'][0]} / {r['loadavg'][1]} |"
+        )
+    return out
+
+
+def write_tables(rows: list[dict], path: pathlib.Path, lr_path=None) -> None:
     sections = [
         ("Measured points", points_table(rows)),
         ("Scaling efficiency (measured)", efficiency_table(rows)),
@@ -386,6 +404,7 @@ def write_tables(rows: list[dict], path: pathlib.Path) -> None:
             "Time to train, modelled pods (H36M Stage I + Stage II, 80 epochs each)",
             ttt_modelled(rows),
         ),
+        ("Learning rate beyond batch 160 (Stage II, demo data, small model)", lr_table(lr_path)),
     ]
     text = "".join(f"### {title}\n\n" + "\n".join(lines) + "\n\n" for title, lines in sections)
     tmp = path.with_suffix(".tmp")
@@ -397,6 +416,7 @@ def main(argv=None) -> list[pathlib.Path]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--inputs", nargs="+", default=[str(RESULTS / "scaling.jsonl")])
     p.add_argument("--out_dir", default=str(RESULTS))
+    p.add_argument("--lr_input", default=str(RESULTS / "lr_scaling.jsonl"))
     args = p.parse_args(argv)
     import matplotlib
 
@@ -411,7 +431,8 @@ def main(argv=None) -> list[pathlib.Path]:
     plot_scaling(plt, steps, out_dir, written)
     plot_batch(plt, steps, out_dir, written)
     plot_memory(plt, [r for r in rows if r["kind"] in ("train_step", "memory")], out_dir, written)
-    write_tables(rows, out_dir / "tables.md")
+    lr_path = pathlib.Path(args.lr_input)
+    write_tables(rows, out_dir / "tables.md", lr_path if lr_path.is_file() else None)
     written.append(out_dir / "tables.md")
     plt.close("all")
     return written
