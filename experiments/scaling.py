@@ -307,7 +307,7 @@ class Sweep:
 
     def stage(self, name: str, dtype: str) -> Stage:
         if (name, dtype) not in self._stages:
-            self._stages = {(name, dtype): Stage(name, dtype, self.args)}  # one model alive
+            self._stages[(name, dtype)] = Stage(name, dtype, self.args)
         return self._stages[(name, dtype)]
 
     def mesh(self, n: int) -> Mesh:
