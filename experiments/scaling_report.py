@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import statistics
 import sys
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -265,6 +266,32 @@ def memory_table(rows: list[dict]) -> list[str]:
     return out
 
 
+def inputs_table(rows: list[dict]) -> list[str]:
+    """The model's measured inputs per (stage, dtype, frames), medians over the points."""
+    out = [
+        "| stage | dtype | F, layers | parameters | gradient all-reduce MB | GFLOP/sample "
+        "| MB accessed/sample | collectives (multi-device step) | host overhead ms "
+        "| matmul GFLOP/s (1 device) | utilisation (1 device) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    steps = [r for r in rows if r["kind"] == "train_step"]
+    for (stage, dtype, frames), c in sorted(model.stage_costs(steps).items()):
+        group = [
+            r for r in steps if (r["stage"], r["dtype"], r["frames"]) == (stage, dtype, frames)
+        ]
+        one = [r for r in group if r["device_count"] == 1]
+        med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
+        host = [r["host_overhead_ms"] for r in group if "host_overhead_ms" in r]
+        out.append(
+            f"| {stage} | {dtype} | {frames}, {c['layers']} | {c['n_params']:,} | "
+            f"{4 * c['n_params'] / 1e6:.1f} | {c['flops'] / 1e9:.2f} | {c['bytes'] / 1e6:.0f} | "
+            f"{c['collectives'] or '-'} | {_f(med(host), 2)} | "
+            f"{_f(med([r['matmul_gflops'] for r in one]), 0)} | "
+            f"{_f(med([r['utilisation'] for r in one]), 3)} |"
+        )
+    return out
+
+
 def residual_table(rows: list[dict]) -> list[str]:
     out = [
         "| stage | dtype | devices | batch/dev | eta (calibrated) | measured ms | model ms "
@@ -386,6 +413,7 @@ def lr_table(path: pathlib.Path) -> list[str]:
 def write_tables(rows: list[dict], path: pathlib.Path, lr_path=None) -> None:
     sections = [
         ("Measured points", points_table(rows)),
+        ("Per-sample cost and other model inputs (measured)", inputs_table(rows)),
         ("Scaling efficiency (measured)", efficiency_table(rows)),
         (
             "Memory per device and the largest batch that fits (XLA buffer assignment, linear fit)",
