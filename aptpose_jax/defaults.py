@@ -71,6 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.large_decay_epoch = 80
     c.optim.num_epochs = 79  # the reference loops epochs 1..nepoch-1 with nepoch = 80
     c.optim.max_steps_per_epoch = -1  # > 0 caps an epoch (demo and smoke runs)
+    c.optim.warmup_steps = 0  # > 0: linear lr warm-up over this many steps (not in the reference)
 
     c.loss = ml_collections.ConfigDict()
     c.loss.weights = (1.0, 1.0, 0.5, 0.5)  # pose_seq, pose, bones_seq, bones (§3.3)

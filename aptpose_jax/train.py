@@ -33,15 +33,20 @@ class NonFiniteLossError(FloatingPointError):
     """Raised when a training loss becomes NaN or infinite."""
 
 
-def learning_rate(optim: ml_collections.ConfigDict, epoch: int) -> float:
+def learning_rate(optim: ml_collections.ConfigDict, epoch: int, step: int = -1) -> float:
     """Learning rate of 1-based `epoch` (§4.2): decayed after every epoch before it.
 
     After epoch k the reference multiplies by `lr_decay_large` when
-    `k % large_decay_epoch == 0`, else by `lr_decay`.
+    `k % large_decay_epoch == 0`, else by `lr_decay`. Not in the reference: with
+    `optim.warmup_steps` > 0 the 0-based global `step` gets a linear warm-up factor
+    `min(1, (step + 1) / warmup_steps)` (for large batches with a scaled lr; default 0 = off).
     """
     lr = optim.lr
     for k in range(1, epoch):
         lr *= optim.lr_decay_large if k % optim.large_decay_epoch == 0 else optim.lr_decay
+    warmup = optim.get("warmup_steps", 0)
+    if warmup > 0 and step >= 0:
+        lr *= min(1.0, (step + 1) / warmup)
     return lr
 
 
@@ -82,6 +87,7 @@ def _train_epoch(run, state, epoch: int, n_steps: int, log: MetricLog, timer: di
     b = cfg.optim.batch_size
     order = epoch_order(cfg.seed, epoch, len(ds))
     lr = jnp.float32(learning_rate(cfg.optim, epoch))
+    warmup = cfg.optim.get("warmup_steps", 0)
     start = int(state.step) - (epoch - 1) * n_steps
     bar = tqdm.tqdm(
         range(start, n_steps),
@@ -98,6 +104,10 @@ def _train_epoch(run, state, epoch: int, n_steps: int, log: MetricLog, timer: di
     for i, batch in zip(bar, batches, strict=True):
         step = first_step + (i - start)  # global step of this batch, before the update
         key = jax.random.fold_in(run.base_key, step)
+        if step < warmup:  # linear warm-up: a new lr every step until done
+            lr = jnp.float32(learning_rate(cfg.optim, epoch, step))
+        elif step == warmup > 0:
+            lr = jnp.float32(learning_rate(cfg.optim, epoch))
         t_c = time.perf_counter()
         state, metrics = run.train_step(state, batch, key, lr)
         if not timer.get("compiled"):  # the first step compiles: report it apart

@@ -1,0 +1,473 @@
+"""Plots and tables from the scaling sweep's JSONL (experiments/scaling.py).
+
+Writes into `--out_dir` (default experiments/results/):
+
+* throughput_vs_devices.png: samples/s against device count, weak and strong series, with the
+  ideal line (n x the one-device figure of the series);
+* efficiency.png: scaling efficiency samples/s(n) / (n x samples/s(1)) of every series;
+* throughput_vs_batch.png: samples/s against the per-device batch (batch series);
+* fp32_vs_bf16.png: the two compute dtypes side by side at every batch of the batch series;
+* memory_vs_batch.png: per-device memory against the per-device batch (XLA's buffer assignment,
+  and the backend's peak where it reports one), with a straight-line fit;
+* tables.md: the measured points, the memory fit and the largest batch that fits, the model's
+  residuals on every measured point, the modelled pods, and the time-to-train tables.
+
+  python experiments/scaling_report.py [--inputs experiments/results/scaling.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO_ROOT / "experiments") not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / "experiments"))
+
+import scaling_model as model  # noqa: E402
+
+RESULTS = REPO_ROOT / "experiments" / "results"
+MARK = {"float32": "o-", "bfloat16": "s--"}
+GB = 1e9
+
+
+def load(paths: list[str]) -> list[dict]:
+    """All rows of the JSONL files; a point measured twice keeps its latest row."""
+    rows: dict = {}
+    for path in paths:
+        for line in pathlib.Path(path).read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                key = (
+                    r["backend"],
+                    r["device_kind"],
+                    r["kind"],
+                    r["stage"],
+                    r["dtype"],
+                    r["frames"],
+                    r["layers"],
+                    r["channel"],
+                    r["device_count"],
+                    r["per_device_batch"],
+                )
+                rows[key] = r
+    return list(rows.values())
+
+
+def series_points(rows: list[dict], series: str) -> list[dict]:
+    return sorted(
+        (r for r in rows if series in r.get("series", [])), key=lambda r: r["device_count"]
+    )
+
+
+def scaling_series(rows: list[dict]) -> dict:
+    """{(stage, dtype, series): [(n, samples/s, efficiency), ...]} for weak*/strong* series."""
+    out = {}
+    names = {s for r in rows for s in r.get("series", []) if s.startswith(("weak", "strong"))}
+    for r0 in {(r["stage"], r["dtype"]) for r in rows}:
+        for s in sorted(names):
+            pts = series_points([r for r in rows if (r["stage"], r["dtype"]) == r0], s)
+            if len(pts) < 2 or pts[0]["device_count"] != 1:
+                continue
+            base = pts[0]["samples_per_s"]
+            out[(*r0, s)] = [
+                (
+                    p["device_count"],
+                    p["samples_per_s"],
+                    p["samples_per_s"] / (p["device_count"] * base),
+                )
+                for p in pts
+            ]
+    return out
+
+
+def _axes(plt, n: int, title: str):
+    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4), squeeze=False)
+    fig.suptitle(title, fontsize=10)
+    return fig, axes[0]
+
+
+def _save(fig, path: pathlib.Path, written: list) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    written.append(path)
+
+
+def plot_scaling(plt, rows, out_dir, written) -> None:
+    series = scaling_series(rows)
+    stages = sorted({k[0] for k in series}) or ["(none)"]
+    fig, axes = _axes(plt, len(stages), "samples/s vs devices (measured; dotted: ideal)")
+    fig2, axes2 = _axes(plt, len(stages), "scaling efficiency samples/s(n) / (n samples/s(1))")
+    for ax, ax2, stage in zip(axes, axes2, stages, strict=True):
+        for (st, dtype, s), pts in sorted(series.items()):
+            if st != stage:
+                continue
+            n, sps, eff = zip(*pts, strict=True)
+            (line,) = ax.plot(n, sps, MARK[dtype], label=f"{dtype} {s}")
+            ax.plot(n, [sps[0] * k for k in n], ":", color=line.get_color())
+            ax2.plot(n, eff, MARK[dtype], label=f"{dtype} {s}")
+        for a, ylabel in ((ax, "samples/s"), (ax2, "efficiency")):
+            a.set(title=stage, xlabel="devices", ylabel=ylabel)
+            a.set_xscale("log", base=2)
+            a.legend(fontsize=7)
+        ax2.axhline(1.0, color="grey", lw=0.5)
+    _save(fig, out_dir / "throughput_vs_devices.png", written)
+    _save(fig2, out_dir / "efficiency.png", written)
+
+
+def plot_batch(plt, rows, out_dir, written) -> None:
+    pts = [r for r in rows if "batch" in r.get("series", [])]
+    stages = sorted({r["stage"] for r in pts}) or ["(none)"]
+    fig, axes = _axes(plt, len(stages), "samples/s vs per-device batch (fewest devices)")
+    fig2, axes2 = _axes(plt, len(stages), "fp32 vs bf16 samples/s (batch series)")
+    for ax, ax2, stage in zip(axes, axes2, stages, strict=True):
+        dtypes = sorted({r["dtype"] for r in pts if r["stage"] == stage})
+        batches = sorted({r["per_device_batch"] for r in pts if r["stage"] == stage})
+        width = 0.8 / max(len(dtypes), 1)
+        for i, dtype in enumerate(dtypes):
+            sel = sorted(
+                (r for r in pts if (r["stage"], r["dtype"]) == (stage, dtype)),
+                key=lambda r: r["per_device_batch"],
+            )
+            b = [r["per_device_batch"] for r in sel]
+            ax.plot(b, [r["samples_per_s"] for r in sel], MARK[dtype], label=dtype)
+            lo = [r["samples_per_s"] - r["global_batch"] / (r["step_ms_min"] / 1e3) for r in sel]
+            hi = [r["global_batch"] / (r["step_ms_max"] / 1e3) - r["samples_per_s"] for r in sel]
+            ax.errorbar(
+                b,
+                [r["samples_per_s"] for r in sel],
+                yerr=[[-x for x in lo], [-x for x in hi]],
+                fmt="none",
+                ecolor="grey",
+                capsize=2,
+            )
+            by_b = {r["per_device_batch"]: r["samples_per_s"] for r in sel}
+            ax2.bar(
+                [j + i * width for j in range(len(batches))],
+                [by_b.get(x, 0) for x in batches],
+                width,
+                label=dtype,
+            )
+        ax.set(title=stage, xlabel="per-device batch", ylabel="samples/s")
+        ax.set_xscale("log", base=2)
+        ax.legend(fontsize=7)
+        ax2.set_xticks(
+            [j + 0.4 - width / 2 for j in range(len(batches))], [str(x) for x in batches]
+        )
+        ax2.set(title=stage, xlabel="per-device batch", ylabel="samples/s")
+        ax2.legend(fontsize=7)
+    _save(fig, out_dir / "throughput_vs_batch.png", written)
+    _save(fig2, out_dir / "fp32_vs_bf16.png", written)
+
+
+def memory_fit(rows: list[dict]) -> dict:
+    """{(stage, dtype): (intercept bytes, bytes per sample, [(b, bytes)])}, one-device rows."""
+    out = {}
+    for key in {(r["stage"], r["dtype"]) for r in rows}:
+        pts = sorted(
+            {
+                (r["per_device_batch"], r["xla_memory_bytes"])
+                for r in rows
+                if (r["stage"], r["dtype"]) == key
+                and r["device_count"] == 1
+                and r.get("xla_memory_bytes")
+            }
+        )
+        if len(pts) < 2:
+            continue
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        slope = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x in xs)
+        out[key] = (my - slope * mx, slope, pts)
+    return out
+
+
+def plot_memory(plt, rows, out_dir, written) -> None:
+    fits = memory_fit(rows)
+    fig, axes = _axes(plt, 1, "per-device memory vs batch (one device)")
+    ax = axes[0]
+    for (stage, dtype), (a, c, pts) in sorted(fits.items()):
+        xs = [p[0] for p in pts]
+        (line,) = ax.plot(xs, [p[1] / GB for p in pts], MARK[dtype][0], label=f"{stage} {dtype}")
+        ax.plot(xs, [(a + c * x) / GB for x in xs], "-", lw=0.7, color=line.get_color())
+    peaks = [r for r in rows if r.get("peak_memory_bytes") and r["device_count"] == 1]
+    for r in peaks:
+        ax.plot(r["per_device_batch"], r["peak_memory_bytes"] / GB, "k^", ms=4)
+    ax.set(xlabel="per-device batch", ylabel="GB (XLA buffer assignment; ^ backend peak)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    _save(fig, out_dir / "memory_vs_batch.png", written)
+
+
+def _f(x, nd=1) -> str:
+    return "-" if x is None else f"{x:,.{nd}f}"
+
+
+def points_table(rows: list[dict]) -> list[str]:
+    out = [
+        "| stage | dtype | devices | batch/dev | global | samples/s | step ms median [min-max] "
+        "| pipelined ms | idle | compile s | GFLOP/sample | util | XLA mem GB | load1 "
+        "before/after |",
+        "|" + "---|" * 14,
+    ]
+    steps = sorted(
+        (r for r in rows if r["kind"] == "train_step"),
+        key=lambda r: (r["stage"], r["dtype"], r["device_count"], r["per_device_batch"]),
+    )
+    for r in steps:
+        mem = r["xla_memory_bytes"] / GB if r.get("xla_memory_bytes") else None
+        out.append(
+            f"| {r['stage']} | {r['dtype']} | {r['device_count']} | {r['per_device_batch']} | "
+            f"{r['global_batch']} | {_f(r['samples_per_s'], 2)} | {_f(r['step_ms'], 0)} "
+            f"[{_f(r['step_ms_min'], 0)}-{_f(r['step_ms_max'], 0)}] | {_f(r['pipelined_ms'], 0)} "
+            f"| {_f(r['idle_fraction'], 3)} | {_f(r['compile_s'])} | "
+            f"{_f(r['flops_per_sample'] / 1e9, 2)} | {_f(r['utilisation'], 3)} | {_f(mem, 2)} | "
+            f"{r['loadavg_before'][0]} / {r['loadavg_after'][0]} |"
+        )
+    return out
+
+
+def efficiency_table(rows: list[dict]) -> list[str]:
+    out = ["| stage | dtype | series | devices: samples/s (efficiency) |", "|---|---|---|---|"]
+    for (stage, dtype, s), pts in sorted(scaling_series(rows).items()):
+        cells = ", ".join(f"{n}: {sps:.2f} ({eff:.2f})" for n, sps, eff in pts)
+        out.append(f"| {stage} | {dtype} | {s} | {cells} |")
+    return out
+
+
+CAPACITY = [
+    ("H100 80 GB", 80e9),
+    ("H200 141 GB", 141e9),
+    ("TPU v5e 16 GiB", 16 * 2**30),
+    ("TPU v5p 95 GiB", 95 * 2**30),
+    ("this host 23 GiB RAM", 23 * 2**30),
+]
+
+
+def memory_table(rows: list[dict]) -> list[str]:
+    out = [
+        "| stage | dtype | fixed GB | MB per sample | points (batch: GB) | "
+        + " | ".join(f"largest batch, {name} (modelled)" for name, _ in CAPACITY)
+        + " |",
+        "|" + "---|" * (5 + len(CAPACITY)),
+    ]
+    for (stage, dtype), (a, c, pts) in sorted(memory_fit(rows).items()):
+        fit = [str(int((cap - a) // c)) if c > 0 else "-" for _, cap in CAPACITY]
+        cells = ", ".join(f"{b}: {y / GB:.2f}" for b, y in pts)
+        out.append(
+            f"| {stage} | {dtype} | {a / GB:.2f} | {c / 1e6:.1f} | {cells} | "
+            + " | ".join(fit)
+            + " |"
+        )
+    return out
+
+
+def inputs_table(rows: list[dict]) -> list[str]:
+    """The model's measured inputs per (stage, dtype, frames), medians over the points."""
+    out = [
+        "| stage | dtype | F, layers | parameters | gradient all-reduce MB | GFLOP/sample "
+        "| MB accessed/sample | collectives (multi-device step) | host overhead ms "
+        "| matmul GFLOP/s (1 device) | utilisation (1 device) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    steps = [r for r in rows if r["kind"] == "train_step"]
+    for (stage, dtype, frames), c in sorted(model.stage_costs(steps).items()):
+        group = [
+            r for r in steps if (r["stage"], r["dtype"], r["frames"]) == (stage, dtype, frames)
+        ]
+        one = [r for r in group if r["device_count"] == 1]
+        med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
+        host = [r["host_overhead_ms"] for r in group if "host_overhead_ms" in r]
+        out.append(
+            f"| {stage} | {dtype} | {frames}, {c['layers']} | {c['n_params']:,} | "
+            f"{4 * c['n_params'] / 1e6:.1f} | {c['flops'] / 1e9:.2f} | {c['bytes'] / 1e6:.0f} | "
+            f"{c['collectives'] or '-'} | {_f(med(host), 2)} | "
+            f"{_f(med([r['matmul_gflops'] for r in one]), 0)} | "
+            f"{_f(med([r['utilisation'] for r in one]), 3)} |"
+        )
+    return out
+
+
+def residual_table(rows: list[dict]) -> list[str]:
+    out = [
+        "| stage | dtype | devices | batch/dev | eta (calibrated) | measured ms | model ms "
+        "| residual % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    preds = sorted(
+        model.cpu_predictions(rows),
+        key=lambda r: (r["stage"], r["dtype"], r["device_count"], r["per_device_batch"]),
+    )
+    for r in preds:
+        out.append(
+            f"| {r['stage']} | {r['dtype']} | {r['device_count']} | {r['per_device_batch']} "
+            f"| {r['eta']:.3f} | {r['step_ms']:,.0f} | {r['model_ms']:,.0f} | "
+            f"{r['residual_pct']:+.1f} |"
+        )
+    return out
+
+
+def pod_table(rows: list[dict]) -> list[str]:
+    out = [
+        "| stage | dtype | pod (MODELLED) | batch/dev | global | step ms eta 0.15 / 0.30 / 0.50 "
+        "| samples/s (eta 0.30) | all-reduce ms | weak-scaling efficiency |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    costs = model.stage_costs([r for r in rows if r["kind"] == "train_step" and r["frames"] == 243])
+    for p in model.pod_predictions(costs):
+        t = p["step_ms"]
+        out.append(
+            f"| {p['stage']} F={p['frames']} | {p['dtype']} | {p['pod']} | "
+            f"{p['per_device_batch']} | "
+            f"{p['global_batch']} | {t['low']:.2f} / {t['mid']:.2f} / {t['high']:.2f} | "
+            f"{p['samples_per_s']:,.0f} | {p['allreduce_ms']:.3f} | {p['efficiency']:.3f} |"
+        )
+    return out
+
+
+EPOCHS = {243: ("H36M", model.H36M_EPOCH), 81: ("3DHP", model.MPI3DHP_EPOCH)}
+RECIPES = {243: ("pretrain", "lifter"), 81: ("pretrain", "lifter_nomask")}
+
+
+def ttt_measured(rows: list[dict]) -> list[str]:
+    """Time to train from the best measured samples/s of each (machine, stage, dtype, devices)."""
+    out = [
+        "| machine (MEASURED throughput) | data | stage | dtype | devices | best point "
+        "(batch/dev) | samples/s | 80 epochs: days | device-hours |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    best: dict = {}
+    for r in rows:
+        if r["kind"] != "train_step" or r["frames"] not in EPOCHS:
+            continue
+        if r["backend"] == "cpu" and r["device_count"] > 1:  # fake devices share the same cores
+            continue
+        machine = r["cpu"] if r["backend"] == "cpu" else r["device_kind"]
+        key = (f"{r['backend']} {machine}", r["frames"], r["stage"], r["dtype"], r["device_count"])
+        if key not in best or r["samples_per_s"] > best[key]["samples_per_s"]:
+            best[key] = r
+    for (machine, frames, stage, dtype, n), r in sorted(best.items()):
+        data, epoch = EPOCHS[frames]
+        hours, dev_hours = model.time_to_train(r["samples_per_s"], n, epoch=epoch)
+        out.append(
+            f"| {machine} | {data} F={frames} | {stage} | {dtype} | {n} | {r['per_device_batch']}"
+            f" | {r['samples_per_s']:.2f} | {hours / 24:,.0f} | {dev_hours:,.0f} |"
+        )
+    return out
+
+
+def ttt_modelled(rows: list[dict], global_batch: int = model.PAPER_BATCH) -> list[str]:
+    """Modelled Stage I + II time at the paper's global batch and at 8x it (eta 0.30)."""
+    costs = model.stage_costs([r for r in rows if r["kind"] == "train_step"])
+    out = [
+        "| data | pod (MODELLED, eta 0.30) | dtype | global batch | Stage I h | Stage II h "
+        "| I + II wall h | device-hours |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    dtypes = sorted({k[1] for k in costs})
+    for frames, (data, epoch) in EPOCHS.items():
+        for dtype in dtypes:
+            keys = [(st, dtype, frames) for st in RECIPES[frames]]
+            if not all(k in costs for k in keys):
+                continue
+            for label, chip, n in model.PODS:
+                for g in (global_batch, 8 * global_batch):
+                    if g % n:
+                        continue
+                    b = g // n
+                    h = [
+                        model.time_to_train(
+                            g / model.step_time(chip, n, b, costs[k], dtype, model.ETA["mid"]),
+                            n,
+                            epoch=epoch,
+                        )[0]
+                        for k in keys
+                    ]
+                    out.append(
+                        f"| {data} | {label} | {dtype} | {g} | {h[0]:.2f} | {h[1]:.2f} | "
+                        f"{sum(h):.2f} | {sum(h) * n:.1f} |"
+                    )
+    return out
+
+
+def lr_table(path: pathlib.Path) -> list[str]:
+    """The learning-rate runs of experiments/lr_scaling.py (demo data), if any."""
+    out = [
+        "| batch | rule | lr | warm-up steps | steps | samples | final train loss | P1 mm | P2 mm "
+        "| model (F, layers, C, H) | wall s | load1 before/after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path else []
+    for r in rows:
+        out.append(
+            f"| {r['batch']} | {r['rule']} | {r['lr']:.2e} | {r['warmup_steps']} | {r['steps']} "
+            f"| {r['samples']:,} | {r['final_train_loss']:.3f} | {r['p1']:.1f} | {r['p2']:.1f} | "
+            f"{r['frames']}, {r['layers']}, {r['channel']}, {r['d_hid']} | {r['wall_s']:.0f} | "
+            f"{r['loadavg'][0]} / {r['loadavg'][1]} |"
+        )
+    return out
+
+
+def write_tables(rows: list[dict], path: pathlib.Path, lr_path=None) -> None:
+    sections = [
+        ("Measured points", points_table(rows)),
+        ("Per-sample cost and other model inputs (measured)", inputs_table(rows)),
+        ("Scaling efficiency (measured)", efficiency_table(rows)),
+        (
+            "Memory per device and the largest batch that fits (XLA buffer assignment, linear fit)",
+            memory_table(rows),
+        ),
+        (
+            "Model vs every measured point (residual = (measured - model) / model)",
+            residual_table(rows),
+        ),
+        ("Modelled pods (per-sample cost measured here, chip figures published)", pod_table(rows)),
+        (
+            "Time to train from measured throughput (H36M: 2,928,800 windows x 80 epochs)",
+            ttt_measured(rows),
+        ),
+        (
+            "Time to train, modelled pods (H36M Stage I + Stage II, 80 epochs each)",
+            ttt_modelled(rows),
+        ),
+        ("Learning rate beyond batch 160 (Stage II, demo data, small model)", lr_table(lr_path)),
+    ]
+    text = "".join(f"### {title}\n\n" + "\n".join(lines) + "\n\n" for title, lines in sections)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def main(argv=None) -> list[pathlib.Path]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--inputs", nargs="+", default=[str(RESULTS / "scaling.jsonl")])
+    p.add_argument("--out_dir", default=str(RESULTS))
+    p.add_argument("--lr_input", default=str(RESULTS / "lr_scaling.jsonl"))
+    args = p.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = load(args.inputs)
+    out_dir = pathlib.Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[pathlib.Path] = []
+    steps = [r for r in rows if r["kind"] == "train_step"]
+    plot_scaling(plt, steps, out_dir, written)
+    plot_batch(plt, steps, out_dir, written)
+    plot_memory(plt, [r for r in rows if r["kind"] in ("train_step", "memory")], out_dir, written)
+    lr_path = pathlib.Path(args.lr_input)
+    write_tables(rows, out_dir / "tables.md", lr_path if lr_path.is_file() else None)
+    written.append(out_dir / "tables.md")
+    plt.close("all")
+    return written
+
+
+if __name__ == "__main__":
+    for path in main():
+        print(path)
