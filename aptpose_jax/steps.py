@@ -133,6 +133,9 @@ def _loss(cfg: StepConfig, out, batch, masks):
 def make_train_step(graphdef, rest, cfg: StepConfig, tx: optax.GradientTransformation):
     """Builds `train_step(state, batch, key, lr) -> (state, metrics)` (not yet jitted).
 
+    `batch` holds `input_2d` (and `gt_3d` for Stage II); an optional `masks` entry (a `Masks`)
+    replaces the masks the step would draw from `key`.
+
     Args:
       graphdef: static NNX graph of the model in training mode.
       rest: the model's remaining state (RNG streams), re-seeded from `key` every step.
@@ -144,7 +147,9 @@ def make_train_step(graphdef, rest, cfg: StepConfig, tx: optax.GradientTransform
     def train_step(state: TrainState, batch, key, lr):
         batch = pipeline.materialize(batch)
         mask_key, dropout_key = jax.random.split(key)
-        masks = _masks(cfg, mask_key, batch["input_2d"].shape[0], use=True)
+        masks = batch.get("masks")  # given masks (recorded ones, test fixtures) win
+        if masks is None:
+            masks = _masks(cfg, mask_key, batch["input_2d"].shape[0], use=True)
 
         def loss_fn(params):
             # Fresh Variables inside this trace, so that BatchNorm and reseeding may write them.
