@@ -1,5 +1,7 @@
 """Per-backend kernels: the CPU formulations and the plain ones give the same values."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -82,3 +84,22 @@ def test_model_gradients_are_the_same_with_either_kernel_set(monkeypatch):
     assert float(la) == pytest.approx(float(lb), rel=1e-6)
     for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(gb), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_deterministic_option_adds_the_gpu_flags_only_before_the_backend_starts(monkeypatch):
+    from jax._src import xla_bridge
+
+    from aptpose_jax import sharding
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
+    sharding.request_deterministic_gpu_ops()
+    flags = os.environ["XLA_FLAGS"].split()
+    assert flags[0] == "--xla_force_host_platform_device_count=8"
+    assert set(sharding.DETERMINISTIC_XLA_FLAGS) <= set(flags)
+    sharding.request_deterministic_gpu_ops()  # idempotent
+    assert len(os.environ["XLA_FLAGS"].split()) == len(flags)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: True)
+    sharding.request_deterministic_gpu_ops()  # too late: warns, changes nothing
+    assert os.environ["XLA_FLAGS"] == ""

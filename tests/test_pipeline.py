@@ -130,3 +130,26 @@ def test_tta_one_forward_over_2b_equals_two_forwards(stage, per_sample):
     # change XLA:CPU's blocking and hence float rounding: tolerance at float32 noise.
     np.testing.assert_allclose(np.asarray(one), np.asarray(ref), rtol=1e-5, atol=1e-6)
     assert not jnp.allclose(one, model(x, masks)["recon" if stage == "pretrain" else "pose"])
+
+
+@pytest.mark.parametrize("stage", ["lifter", "pretrain"])
+def test_tta_forward_reproduces_the_reference_tta_outputs(stage, fixtures_dir):
+    """The official fixtures' flip-TTA outputs, from the input alone (flip computed here)."""
+    from test_parity import ref_to_bfjd, rel_err
+
+    from aptpose_jax.convert import load_pth
+    from aptpose_jax.masking import Masks
+
+    ref = dict(np.load(fixtures_dir / "reference_outputs_f27.npz"))
+    b = {k: jnp.asarray(ref[k] > 0.5) for k in ref if k.startswith("mask_")}
+    masks = Masks(b["mask_temporal"], b["mask_spatial"], b["mask_bone"], b["mask_limb"],
+                  b["mask_halfbody"])  # fmt: skip
+    name = "stage2_f27.pth" if stage == "lifter" else "stage1_f27.pth"
+    extra = {} if stage == "lifter" else {"temporal_ratio": 0.5}
+    model, cfg = load_pth(fixtures_dir / name, **extra)
+    spec = MaskSpec(frames=27, joints_left=H36M_JOINTS_LEFT, joints_right=H36M_JOINTS_RIGHT)
+    step_cfg = steps.StepConfig(stage=stage, mask_spec=spec, joints_left=H36M_JOINTS_LEFT,
+                                joints_right=H36M_JOINTS_RIGHT)  # fmt: skip
+    out = steps.tta_forward(model, jnp.asarray(ref["input_2d_bfjc"]), masks, step_cfg)
+    key = "stage2_out_3d_tta" if stage == "lifter" else "stage1_output_2d_tta"
+    assert rel_err(out, ref_to_bfjd(ref[key])) <= 1e-5
