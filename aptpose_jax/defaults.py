@@ -35,6 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.n_joints = 17
     c.model.refine = False
     c.model.dropout = 0.1
+    c.model.cloned_init = True  # fresh models start with the reference's cloned layers (Q9)
 
     c.data = ml_collections.ConfigDict()
     c.data.dataset = "h36m"  # "h36m" or "mpi_inf_3dhp"

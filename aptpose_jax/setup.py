@@ -43,6 +43,7 @@ def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
         dropout=m.dropout,
         temporal_ratio=config.masks.temporal_ratio if m.stage == "pretrain" else 0.0,
         dtype=config.compute_dtype,
+        cloned_init=m.cloned_init,
     )
     try:
         return ModelConfig(**fields)

@@ -1,6 +1,8 @@
 """Model structure and numerics beyond the F = 27 fixtures: parameter counts (§2.4), blocks
 against PyTorch (BatchNorm training update, strided conv), modes, shapes, errors, dtypes."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -241,3 +243,70 @@ def test_matmul_custom_vjp_matches_autodiff():
     plain = jax.vjp(lambda x, w: jnp.matmul(x, w), x, w)[1](g)
     for a, b in zip(ours, plain, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def _fresh(stage: str, cloned: bool):
+    cfg = ModelConfig(stage, 27, layers=3, channel=64, d_hid=128, cloned_init=cloned)
+    if stage == "pretrain":
+        cfg = dataclasses.replace(cfg, temporal_ratio=0.5)
+    return build_model(cfg, nnx.Rngs(params=3, dropout=4))
+
+
+def _params(module) -> list[np.ndarray]:
+    return [np.asarray(v) for v in jax.tree.leaves(nnx.state(module, nnx.Param))]
+
+
+def _same(a, b) -> bool:
+    pa, pb = _params(a), _params(b)
+    return len(pa) == len(pb) and all(np.array_equal(x, y) for x, y in zip(pa, pb, strict=True))
+
+
+def _distinct(a, b) -> bool:
+    """No parameter of `a` equals its counterpart in `b` (ones/zeros norm inits excepted)."""
+    pairs = zip(_params(a), _params(b), strict=True)
+    return all(not np.array_equal(x, y) for x, y in pairs if x.std() > 0)
+
+
+def _vanilla_encoders(model):
+    return [t.model for t in (model.Transformer, getattr(model, "Transformer_dec", None)) if t]
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "lifter"])
+def test_cloned_init_is_the_reference_structure(stage):
+    """Q9: what the reference's deep copies make equal at initialisation, and what they do not."""
+    model = _fresh(stage, cloned=True)
+    for enc in _vanilla_encoders(model):  # Stage I encoder and decoder, Stage II Transformer
+        for layer in enc.layers:
+            assert _same(layer, enc.layers[0])
+            for lin in layer.self_attn.linears:
+                assert _same(lin, layer.self_attn.linears[0])  # Q = K = V = O
+    if stage == "lifter":
+        strided = model.Transformer_reduce.model.layers
+        for layer in strided:
+            assert _same(layer.self_attn, strided[0].self_attn)
+            assert _same(layer.self_attn.linears[3], strided[0].self_attn.linears[0])
+        for a, b in ((0, 1), (0, 2), (1, 2)):  # each strided feed-forward is built on its own
+            assert _distinct(strided[a].feed_forward, strided[b].feed_forward)
+        heads = (model.fcn, model.fcn_1, model.fcn_vec, model.fcn_vec1)
+        assert _distinct(heads[0], heads[1]) and _distinct(heads[2], heads[3])
+        assert _distinct(model.Transformer.model.layers[0].self_attn, strided[0].self_attn)
+    encoders = [getattr(model, f"encoder{k}") for k in range(1, 5)]
+    for a in range(4):
+        for b in range(a + 1, 4):
+            assert _distinct(encoders[a], encoders[b])
+    # Copies are separate buffers: the train step donates its state.
+    first = model.Transformer.model.layers[0].self_attn.linears
+    pointers = {lin.kernel[...].unsafe_buffer_pointer() for lin in first}
+    assert len(pointers) == 4
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "lifter"])
+def test_independent_init_option(stage):
+    model = _fresh(stage, cloned=False)
+    for enc in _vanilla_encoders(model):
+        assert _distinct(enc.layers[0], enc.layers[1])
+        lins = enc.layers[0].self_attn.linears
+        assert _distinct(lins[0], lins[1]) and _distinct(lins[2], lins[3])
+    if stage == "lifter":
+        strided = model.Transformer_reduce.model.layers
+        assert _distinct(strided[0].self_attn, strided[1].self_attn)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flax import nnx
 
+from aptpose_jax.models.cloning import apply_cloned_init
 from aptpose_jax.models.config import STAGES, ModelConfig, stride_num
 from aptpose_jax.models.lifter import LifterModel, Refine
 from aptpose_jax.models.pretrain import PretrainModel
@@ -27,8 +28,9 @@ def build_model(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
       rngs: `nnx.Rngs` with streams `params` (initialisation, PyTorch defaults) and `dropout`.
 
     Returns:
-      `PretrainModel` for "pretrain", else `LifterModel` (masked unless "lifter_nomask").
+      `PretrainModel` for "pretrain", else `LifterModel` (masked unless "lifter_nomask"),
+      with the reference's cloned layers (Q9) unless `cfg.cloned_init` is False.
     """
-    if cfg.stage == "pretrain":
-        return PretrainModel(cfg, rngs=rngs)
-    return LifterModel(cfg, rngs=rngs)
+    cls = PretrainModel if cfg.stage == "pretrain" else LifterModel
+    model = cls(cfg, rngs=rngs)
+    return apply_cloned_init(model) if cfg.cloned_init else model

@@ -58,6 +58,9 @@ class ModelConfig:
         (must match the `Masks.temporal` passed in; see `PretrainModel.n_visible`).
       dtype: compute dtype of matmuls ("float32" or "bfloat16"); parameters, normalisations,
         softmax and outputs stay float32.
+      cloned_init: start fresh models as the reference does (Q9): identical vanilla transformer
+        layers, identical Q/K/V/O projections, identical strided attention modules. False draws
+        every layer and projection independently. Irrelevant when weights are loaded.
     """
 
     stage: str
@@ -71,6 +74,7 @@ class ModelConfig:
     dropout: float = 0.1
     temporal_ratio: float = 0.0
     dtype: str = "float32"
+    cloned_init: bool = True
 
     def __post_init__(self):
         if self.stage not in STAGES:
