@@ -49,13 +49,13 @@ class PoseRenderer:
         self.width, self.height, self.panel = width, height, width // 2
         self.line = line or max(2, height // 160)
         self.view = _view_matrix()
-        self._scale = 0.8 * self.panel / RADIUS_M  # pixels per metre in the 3D panel
+        self._scale = 0.84 * min(self.panel, height) / RADIUS_M  # pixels per metre, 3D panel
         self._background_3d = self._draw_ground()
 
     def _project(self, pts: np.ndarray) -> np.ndarray:
         """(..., 3) world points (root at the origin, z up) -> (..., 2) 3D-panel pixels."""
         sx, sy = np.moveaxis(pts @ self.view.T, -1, 0)
-        cx, cy = self.panel / 2, self.height * 0.62
+        cx, cy = self.panel / 2, self.height / 2  # z in [0, RADIUS_M] spans 84% of the height
         return np.stack([cx + self._scale * sx, cy - self._scale * (sy - RADIUS_M / 2)], -1)
 
     def _draw_ground(self) -> Image.Image:
