@@ -145,7 +145,8 @@ def cpu_predictions(rows: list[dict]) -> list[dict]:
     for r in steps:
         e = eta[ident(r)]
         compute = r["global_batch"] * r["flops_per_sample"] / (e * r["matmul_gflops"] * 1e9)
-        pred = r.get("host_overhead_ms", 0.0) / 1e3 + compute + r["allreduce_ms"] / 1e3
+        allreduce = r["allreduce_ms"] / 1e3 if r["device_count"] > 1 else 0.0  # n=1: no reduce
+        pred = r.get("host_overhead_ms", 0.0) / 1e3 + compute + allreduce
         meas = r["step_ms"] / 1e3
         out.append(dict(r, eta=e, model_ms=round(1e3 * pred, 1),
                         residual_pct=round(100 * (meas - pred) / pred, 1)))  # fmt: skip
