@@ -374,8 +374,11 @@ def ttt_modelled(rows: list[dict], global_batch: int = model.PAPER_BATCH) -> lis
     for frames, (data, epoch) in EPOCHS.items():
         for dtype in dtypes:
             keys = [(st, dtype, frames) for st in RECIPES[frames]]
+            # a stage measured in fp32 only: its fp32 per-sample cost (bf16 differs by <1%)
+            keys = [k if k in costs else (k[0], "float32", k[2]) for k in keys]
             if not all(k in costs for k in keys):
                 continue
+            label_dtype = dtype + ("*" if any(k[1] != dtype for k in keys) else "")
             for label, chip, n in model.PODS:
                 for g in (global_batch, 8 * global_batch):
                     if g % n:
@@ -398,7 +401,7 @@ def ttt_modelled(rows: list[dict], global_batch: int = model.PAPER_BATCH) -> lis
                         for k in keys
                     ]
                     out.append(
-                        f"| {data} | {label} | {dtype} | {g} | {h[0]:.2f} | {h[1]:.2f} | "
+                        f"| {data} | {label} | {label_dtype} | {g} | {h[0]:.2f} | {h[1]:.2f} | "
                         f"{sum(h):.2f} | {sum(h) * n:.1f} | {sum(c):.2f} |"
                     )
     return out
