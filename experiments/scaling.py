@@ -435,6 +435,32 @@ def plan(args, n_available: int) -> tuple[list[tuple[str, str, int, int, set]], 
     return [(st, dt, n, b, points[(n, b)]) for st, dt, n, b in ordered], len(first) * len(combos)
 
 
+def explicit_points(args, n_available: int):
+    """`--points stage:dtype:devices:batch,...` in the given order, tagged with their series."""
+    tags = {(n, b): series for _, _, n, b, series in plan(args, n_available)[0]}
+    out = []
+    for spec in args.points.split(","):
+        stage, dtype, n, b = spec.split(":")
+        if stage not in STAGES or dtype not in ("float32", "bfloat16") or int(n) > n_available:
+            raise SystemExit(f"--points: bad point {spec!r} (stage:dtype:devices:batch)")
+        out.append((stage, dtype, int(n), int(b), tags.get((int(n), int(b)), {"custom"})))
+    return out
+
+
+def done_points(path: pathlib.Path, common: dict, args) -> set:
+    """Points already in `path` for this backend, device kind and model size (`--resume`)."""
+    if not path.is_file():
+        return set()
+    done = set()
+    for line in path.read_text().splitlines():
+        r = json.loads(line) if line.strip() else {}
+        same = [r.get(k) == common[k] for k in ("backend", "device_kind")]
+        same += [r.get(k) == getattr(args, k) for k in ("frames", "layers", "channel", "d_hid")]
+        if r.get("kind") == "train_step" and all(same):
+            done.add((r["stage"], r["dtype"], r["device_count"], r["per_device_batch"]))
+    return done
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -461,6 +487,8 @@ def parse_args(argv=None):
     p.add_argument("--fit_limit", type=int, default=65536)
     p.add_argument("--out", default=str(DEFAULT_OUT), help="JSONL file to append to")
     p.add_argument("--label", default="", help="free text stored in every row")
+    p.add_argument("--points", default="", help="stage:dtype:devices:batch,... (this order)")
+    p.add_argument("--resume", action="store_true", help="skip points already in --out")
     p.add_argument(
         "--budget_s", type=float, default=0, help="start no point after this (0: no limit)"
     )
@@ -512,9 +540,15 @@ def main(argv=None) -> list[dict]:
     t_start = time.perf_counter()
     over = lambda: args.budget_s and time.perf_counter() - t_start > args.budget_s  # noqa: E731
     points, n_first = plan(args, len(dev))
+    if args.points:
+        points = explicit_points(args, len(dev))
+        n_first = len(points)
+    done = done_points(out, common, args) if args.resume else set()
     for i, (name, dtype, n, b, series) in enumerate(points):
         if i == n_first:
             memory_rows(args, sweep, emit, over)
+        if (name, dtype, n, b) in done:
+            continue
         if over():
             print(f"budget of {args.budget_s} s spent: skipped {name} {dtype} {n}x{b}", flush=True)
             continue

@@ -97,10 +97,14 @@ def allreduce_s(n: int, n_params: int, bw: float) -> float:
 
 
 def step_time(chip: Chip, n: int, b: int, cost: dict, dtype: str, eta: float,
-              t_host: float = T_HOST_S) -> float:  # fmt: skip
-    """Modelled step time (s) of n chips at per-device batch b (see the module docstring)."""
+              t_host: float = T_HOST_S, memory: bool = True) -> float:  # fmt: skip
+    """Modelled step time (s) of n chips at per-device batch b (see the module docstring).
+
+    `memory=False` drops the HBM roofline term (compute-bound at eta; A8).
+    """
     peak = chip.bf16_flops if dtype == "bfloat16" else chip.fp32_flops
-    compute = b * max(cost["flops"] / (eta * peak), cost["bytes"] / chip.hbm_bw)
+    hbm = cost["bytes"] / chip.hbm_bw if memory else 0.0
+    compute = b * max(cost["flops"] / (eta * peak), hbm)
     latency = cost.get("collectives", 0) * chip.alpha if n > 1 else 0.0
     return t_host + compute + allreduce_s(n, cost["n_params"], chip.allreduce_bw) + latency
 
@@ -111,15 +115,20 @@ def stage_costs(rows: list[dict]) -> dict:
     for r in rows:
         if r.get("flops_per_sample") and r.get("bytes_per_sample"):
             groups.setdefault((r["stage"], r["dtype"], r["frames"]), []).append(r)
+    # Collectives per step do not depend on the dtype: count them per (stage, frames), and
+    # where a stage has no multi-device point, take the largest count of any stage (A6).
+    count = lambda r: sum((r.get("collectives") or {}).values())  # noqa: E731
+    multi = [r for r in rows if r["device_count"] > 1 and r.get("collectives")]
+    fallback = max((count(r) for r in multi), default=0)
+    coll = {}
+    for r in multi:
+        coll[(r["stage"], r["frames"])] = max(coll.get((r["stage"], r["frames"]), 0), count(r))
     return {
         k: dict(
             flops=statistics.median(r["flops_per_sample"] for r in v),
             bytes=statistics.median(r["bytes_per_sample"] for r in v),
             n_params=v[0]["n_params"],
-            collectives=max(
-                (sum((r.get("collectives") or {}).values()) for r in v if r["device_count"] > 1),
-                default=0,
-            ),
+            collectives=coll.get((k[0], k[2]), fallback),
             frames=v[0]["frames"],
             layers=v[0]["layers"],
         )
@@ -145,7 +154,8 @@ def cpu_predictions(rows: list[dict]) -> list[dict]:
     for r in steps:
         e = eta[ident(r)]
         compute = r["global_batch"] * r["flops_per_sample"] / (e * r["matmul_gflops"] * 1e9)
-        pred = r.get("host_overhead_ms", 0.0) / 1e3 + compute + r["allreduce_ms"] / 1e3
+        allreduce = r["allreduce_ms"] / 1e3 if r["device_count"] > 1 else 0.0  # n=1: no reduce
+        pred = r.get("host_overhead_ms", 0.0) / 1e3 + compute + allreduce
         meas = r["step_ms"] / 1e3
         out.append(dict(r, eta=e, model_ms=round(1e3 * pred, 1),
                         residual_pct=round(100 * (meas - pred) / pred, 1)))  # fmt: skip
@@ -158,12 +168,13 @@ def pod_predictions(costs: dict, per_device_batches=(20, 64, 160)) -> list[dict]
     for (stage, dtype, frames), cost in sorted(costs.items()):
         for label, chip, n in PODS:
             for b in per_device_batches:
-                t = {k: step_time(chip, n, b, cost, dtype, e) for k, e in ETA.items()}
+                t = {k: step_time(chip, n, b, cost, dtype, e, memory=False) for k, e in ETA.items()}
+                t["roofline"] = step_time(chip, n, b, cost, dtype, ETA["mid"])
                 t1 = step_time(chip, 1, b, cost, dtype, ETA["mid"])
                 out.append(dict(
                     stage=stage, dtype=dtype, frames=frames, pod=label, chips=n, per_device_batch=b,
                     global_batch=n * b, step_ms={k: 1e3 * v for k, v in t.items()},
-                    samples_per_s=n * b / t["mid"], efficiency=t1 / t["mid"],
+                    samples_per_s=n * b / t["mid"], efficiency=t1 / t["roofline"],
                     allreduce_ms=1e3 * allreduce_s(n, cost["n_params"], chip.allreduce_bw),
                 ))  # fmt: skip
     return out

@@ -313,9 +313,10 @@ def residual_table(rows: list[dict]) -> list[str]:
 
 def pod_table(rows: list[dict]) -> list[str]:
     out = [
-        "| stage | dtype | pod (MODELLED) | batch/dev | global | step ms eta 0.15 / 0.30 / 0.50 "
-        "| samples/s (eta 0.30) | all-reduce ms | weak-scaling efficiency |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| stage | dtype | pod (MODELLED) | batch/dev | global | step ms compute-bound, eta "
+        "0.15 / 0.30 / 0.50 | step ms roofline with XLA:CPU bytes (eta 0.30) | samples/s "
+        "(compute-bound, eta 0.30) | all-reduce ms | weak-scaling efficiency (roofline) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     costs = model.stage_costs([r for r in rows if r["kind"] == "train_step" and r["frames"] == 243])
     for p in model.pod_predictions(costs):
@@ -324,6 +325,7 @@ def pod_table(rows: list[dict]) -> list[str]:
             f"| {p['stage']} F={p['frames']} | {p['dtype']} | {p['pod']} | "
             f"{p['per_device_batch']} | "
             f"{p['global_batch']} | {t['low']:.2f} / {t['mid']:.2f} / {t['high']:.2f} | "
+            f"{t['roofline']:.2f} | "
             f"{p['samples_per_s']:,.0f} | {p['allreduce_ms']:.3f} | {p['efficiency']:.3f} |"
         )
     return out
@@ -365,15 +367,18 @@ def ttt_modelled(rows: list[dict], global_batch: int = model.PAPER_BATCH) -> lis
     costs = model.stage_costs([r for r in rows if r["kind"] == "train_step"])
     out = [
         "| data | pod (MODELLED, eta 0.30) | dtype | global batch | Stage I h | Stage II h "
-        "| I + II wall h | device-hours |",
-        "|---|---|---|---|---|---|---|---|",
+        "| I + II wall h | device-hours | I + II wall h, compute-bound |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     dtypes = sorted({k[1] for k in costs})
     for frames, (data, epoch) in EPOCHS.items():
         for dtype in dtypes:
             keys = [(st, dtype, frames) for st in RECIPES[frames]]
+            # a stage measured in fp32 only: its fp32 per-sample cost (bf16 differs by <1%)
+            keys = [k if k in costs else (k[0], "float32", k[2]) for k in keys]
             if not all(k in costs for k in keys):
                 continue
+            label_dtype = dtype + ("*" if any(k[1] != dtype for k in keys) else "")
             for label, chip, n in model.PODS:
                 for g in (global_batch, 8 * global_batch):
                     if g % n:
@@ -387,9 +392,17 @@ def ttt_modelled(rows: list[dict], global_batch: int = model.PAPER_BATCH) -> lis
                         )[0]
                         for k in keys
                     ]
+                    c = [
+                        model.time_to_train(
+                            g / model.step_time(chip, n, b, costs[k], dtype, 0.3, memory=False),
+                            n,
+                            epoch=epoch,
+                        )[0]
+                        for k in keys
+                    ]
                     out.append(
-                        f"| {data} | {label} | {dtype} | {g} | {h[0]:.2f} | {h[1]:.2f} | "
-                        f"{sum(h):.2f} | {sum(h) * n:.1f} |"
+                        f"| {data} | {label} | {label_dtype} | {g} | {h[0]:.2f} | {h[1]:.2f} | "
+                        f"{sum(h):.2f} | {sum(h) * n:.1f} | {sum(c):.2f} |"
                     )
     return out
 
