@@ -82,7 +82,8 @@ def _latest_step(workdir: Path) -> int:
     return max(steps, default=0)
 
 
-def _records_after(workdir: Path, step: int) -> int:
+def _records_after(workdir: Path, step: int, since: float) -> int:
+    """Records of steps after `step` written after wall time `since` (by this process)."""
     try:
         lines = (workdir / "metrics.jsonl").read_text().splitlines()
     except OSError:
@@ -90,7 +91,8 @@ def _records_after(workdir: Path, step: int) -> int:
     count = 0
     for line in lines:
         try:
-            count += json.loads(line)["step"] > step
+            record = json.loads(line)
+            count += record["step"] > step and record["time"] > since
         except (ValueError, KeyError):
             pass
     return count
@@ -112,7 +114,7 @@ def _run_and_kill(workdir: Path, data_root: Path, rng: random.Random, trigger: s
     start_step = _latest_step(workdir)
     target, extra = rng.randint(1, 3), rng.uniform(0.0, 3.0)
     deadline = rng.uniform(0.05, 0.45) * straight_s
-    start = time.perf_counter()
+    start, since = time.perf_counter(), time.time()
     with open(log, "a") as err:  # a file, not a pipe: a full pipe would stall the run
         proc = subprocess.Popen(_command(workdir, data_root), cwd=REPO, env=_env(),
                                 stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
@@ -120,7 +122,7 @@ def _run_and_kill(workdir: Path, data_root: Path, rng: random.Random, trigger: s
             lived = time.perf_counter() - start
             if trigger == "time" and lived >= deadline:
                 break
-            if trigger == "progress" and _records_after(workdir, start_step) >= target:
+            if trigger == "progress" and _records_after(workdir, start_step, since) >= target:
                 time.sleep(extra)
                 break
             time.sleep(0.1)
