@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install install-test demo demo-clean test lint
+.PHONY: install install-test demo demo-clean test test-slow lint
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -35,6 +35,10 @@ demo-clean:
 
 test: install-test
 	$(PY) -m pytest -q tests
+
+# The slow soak tests (deselected by `make test`): ten kill -9s of a small demo run.
+test-slow: install-test
+	$(PY) -m pytest -q -m slow tests
 
 lint: install-test
 	$(PY) -m pip install -q ruff

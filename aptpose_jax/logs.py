@@ -71,6 +71,38 @@ def _truncate_after(path: Path, step: int) -> None:
     logging.info("metrics.jsonl: dropped %d records after step %d (to be replayed)", dropped, step)
 
 
+class _TensorBoardFile:
+    """A TensorBoard event file written synchronously: every call is on disk when it returns.
+
+    (tensorboardX's SummaryWriter queues events for a background thread, so its `flush()`
+    does not guarantee that the last scalars of a killed run were written.)
+    """
+
+    def __init__(self, logdir: Path, resume_step: int | None):
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+        from tensorboardX.summary import scalar
+
+        self._event, self._scalar = Event, scalar
+        logdir.mkdir(parents=True, exist_ok=True)
+        suffix = f".{os.getpid()}.{time.time_ns()}"  # unique even for restarts within a second
+        self._writer = EventsWriter(str(logdir / "events"), suffix)
+        if resume_step is not None:  # TensorBoard hides events of later steps (a replay)
+            start = SessionLog(status=SessionLog.START)
+            self._writer.write_event(Event(wall_time=time.time(), step=resume_step + 1,
+                                           session_log=start))  # fmt: skip
+            self._writer.flush()
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        for name, value in values.items():
+            summary = self._scalar(name, float(value))
+            self._writer.write_event(self._event(wall_time=time.time(), step=step, summary=summary))
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
 class MetricLog:
     """Appends scalars to `<workdir>/metrics.jsonl` and TensorBoard event files."""
 
@@ -100,12 +132,9 @@ class MetricLog:
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115
         if tensorboard:
             try:
-                from tensorboardX import SummaryWriter
+                self._tb = _TensorBoardFile(workdir / "tensorboard", resume_step)
             except ImportError:  # optional dependency
                 logging.warning("tensorboardX is not installed: TensorBoard scalars skipped")
-            else:
-                purge = None if resume_step is None else resume_step + 1
-                self._tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=purge)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         """Logs several scalars at one step."""
@@ -119,9 +148,7 @@ class MetricLog:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         if self._tb is not None:
-            for name, value in values.items():
-                self._tb.add_scalar(name, float(value), int(step))
-            self._tb.flush()  # a killed run keeps every scalar logged so far
+            self._tb.scalars(values, int(step))  # written and flushed before returning
 
     def scalar(self, name: str, value: float, step: int) -> None:
         self.scalars({name: value}, step)

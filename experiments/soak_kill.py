@@ -1,8 +1,10 @@
 """Soak test: `kill -9` a small demo training run at random moments, restart it, compare.
 
 Runs `python -m aptpose_jax.main` on generated demo data once without interruption, then in a
-second workdir starts the same command, kills it with SIGKILL after a random delay, restarts
-it, ... `--kills` times, and finally lets it finish. The killed run must restart every time
+second workdir starts the same command, kills it with SIGKILL at a random moment (by default
+a few logged records after the checkpoint it resumed from, plus a random 0-3 s; or after a
+random time with `--trigger time`), restarts it, ... `--kills` times, and finally lets it
+finish. The killed run must restart every time
 without error and end bitwise equal to the uninterrupted one: parameters, batch statistics,
 optimiser state, the best checkpoint's step and P1, and each logged training step exactly once
 in metrics.jsonl.
@@ -19,6 +21,7 @@ import importlib.util
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -73,21 +76,63 @@ def _run_to_end(workdir: Path, data_root: Path) -> float:
     return time.perf_counter() - start
 
 
-def _run_and_kill(workdir: Path, data_root: Path, delay: float) -> int | None:
-    """Starts the run, SIGKILLs it after `delay` s; returns its exit code if it ended first."""
+def _latest_step(workdir: Path) -> int:
+    ckpts = workdir / "checkpoints"
+    steps = [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()] if ckpts.is_dir() else []
+    return max(steps, default=0)
+
+
+def _records_after(workdir: Path, step: int, since: float) -> int:
+    """Records of steps after `step` written after wall time `since` (by this process)."""
+    try:
+        lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return 0
+    count = 0
+    for line in lines:
+        try:
+            record = json.loads(line)
+            count += record["step"] > step and record["time"] > since
+        except (ValueError, KeyError):
+            pass
+    return count
+
+
+def _run_and_kill(workdir: Path, data_root: Path, rng: random.Random, trigger: str,
+                  straight_s: float) -> tuple[int | None, float]:  # fmt: skip
+    """Starts the run and SIGKILLs it at a random moment.
+
+    trigger "time": after uniform(5%, 45%) of an uninterrupted run's duration.
+    trigger "progress": once the run has logged 1-3 records beyond the checkpoint it
+    resumed from, plus a random 0-3 s (inside a step, a save or an evaluation), so that
+    every kill lands in training however long the start-up takes on a loaded machine.
+
+    Returns:
+      (exit code if the run ended before its kill else None, seconds it lived).
+    """
     log = workdir.parent / f"{workdir.name}.log"
+    start_step = _latest_step(workdir)
+    target, extra = rng.randint(1, 3), rng.uniform(0.0, 3.0)
+    deadline = rng.uniform(0.05, 0.45) * straight_s
+    start, since = time.perf_counter(), time.time()
     with open(log, "a") as err:  # a file, not a pipe: a full pipe would stall the run
         proc = subprocess.Popen(_command(workdir, data_root), cwd=REPO, env=_env(),
                                 stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
-        try:
-            proc.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
+        while proc.poll() is None:
+            lived = time.perf_counter() - start
+            if trigger == "time" and lived >= deadline:
+                break
+            if trigger == "progress" and _records_after(workdir, start_step, since) >= target:
+                time.sleep(extra)
+                break
+            time.sleep(0.1)
+        if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            return None
+            return None, time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"a restart failed ({proc.returncode}):\n{log.read_text()[-3000:]}")
-    return proc.returncode
+    return proc.returncode, time.perf_counter() - start
 
 
 def _config(data_root: Path):
@@ -142,29 +187,39 @@ def compare(a: dict, b: dict) -> list[str]:
     return problems
 
 
-def soak(kills: int, seed: int, out: Path) -> dict:
+def _count(path: Path, text: str) -> int:
+    return path.read_text().count(text) if path.is_file() else 0
+
+
+def soak(kills: int, seed: int, out: Path, trigger: str = "progress") -> dict:
     """Runs the soak; returns a result dict (also written to `out/result.json`)."""
     from aptpose_jax.datasets.demo import generate_demo_data
 
-    data_root = generate_demo_data(out / "data", seed=0, frames_per_sequence=120)
-    straight_s = _run_to_end(out / "straight", data_root)
+    data_root = out / "data"
+    if not (out / "straight").is_dir():  # (reused when a previous soak in `out` made it)
+        generate_demo_data(data_root, seed=0, frames_per_sequence=120)
+        (out / "straight_s").write_text(str(_run_to_end(out / "straight", data_root)))
+    straight_s = float((out / "straight_s").read_text())
     rng = random.Random(seed)
-    delays, ended_early = [], 0
+    lived, ended_early = [], 0
+    shutil.rmtree(out / "killed", ignore_errors=True)
+    (out / "killed.log").unlink(missing_ok=True)
     for _ in range(kills):
-        # Anywhere in a run: start-up, steps, saves, evaluations (a restart first replays up to
-        # its checkpoint, so later kills land further on).
-        delay = rng.uniform(0.25, 0.8) * straight_s
-        delays.append(round(delay, 1))
-        if _run_and_kill(out / "killed", data_root, delay) is not None:
+        code, seconds = _run_and_kill(out / "killed", data_root, rng, trigger, straight_s)
+        lived.append(round(seconds, 1))
+        if code is not None:
             ended_early += 1  # it finished before the kill: later kills hit a finished run
     _run_to_end(out / "killed", data_root)
     problems = compare(record(out / "straight", data_root), record(out / "killed", data_root))
     result = {
         "kills": kills,
         "seed": seed,
-        "delays_s": delays,
+        "trigger": trigger,
+        "seconds_each_killed_process_lived": lived,
         "runs_finished_before_their_kill": ended_early,
         "uninterrupted_s": round(straight_s, 1),
+        "attempts_that_found_the_run_done": _count(out / "killed.log", "epochs already done"),
+        "attempts_that_resumed": _count(out / "killed.log", "resumed from"),
         "bitwise_equal": not problems,
         "differences": problems,
     }
@@ -177,9 +232,15 @@ def main() -> int:
     p.add_argument("--kills", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="scratch directory (default: a temporary one)")
+    p.add_argument(
+        "--trigger",
+        choices=("progress", "time"),
+        default="progress",
+        help="kill after some training progress (default) or after a random time",
+    )
     args = p.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="aptpose_soak_"))
-    result = soak(args.kills, args.seed, out)
+    result = soak(args.kills, args.seed, out, args.trigger)
     print(json.dumps(result))
     return 0 if result["bitwise_equal"] else 1
 

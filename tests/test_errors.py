@@ -3,6 +3,7 @@ and the entry points show it as one line with exit status 2 (a traceback only on
 
 from __future__ import annotations
 
+import json
 import pathlib
 import shutil
 import subprocess
@@ -177,9 +178,14 @@ def test_explicit_size_that_conflicts_with_the_weights_is_an_error(demo_root, tm
     config = _eval(demo_root, **{"init.from_pth": path, "model.frames": 81})
     with pytest.raises(ConfigError, match=r"--config.model.frames=81 \(the weights have 27\)"):
         setup.build_run(config, tmp_path / "w", explicit=frozenset({"model.frames"}))
+    config.model.dropout = 0.0  # not a size: from the run config
     run = setup.build_run(config, tmp_path / "w")  # not given explicitly: the weights decide
     assert run.model_cfg.frames == 27 and run.test_ds.frames == 27
+    assert run.step_cfg.mask_spec.frames == 27 and run.model_cfg.dropout == 0.0
     run.close()
+    saved = json.loads((tmp_path / "w" / "config.json").read_text())
+    assert saved["model"]["frames"] == 27 and saved["model"]["dropout"] == 0.0
+    assert saved["weights"] == {"source": config.init.from_pth, "step": None}
 
 
 def test_one_line_collapses_messages():

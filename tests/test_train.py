@@ -154,6 +154,14 @@ def test_finetune_from_stage1_lowers_the_loss_and_eval_reproduces_it(
     )
     result = train.train_and_evaluate(ev, str(tmp_path / "eval"))
     assert result["p1"] == pytest.approx(summary["p1"], rel=1e-5)  # same weights, same masks
+    # The evaluation names the step of the weights it evaluated (the best checkpoint's).
+    best_step = max(int(p.name) for p in (tmp_path / "fine" / "best").iterdir())
+    assert json.loads((tmp_path / "eval" / f"eval_{best_step:08d}.json").read_text())["step"] == (
+        best_step
+    )
+    assert json.loads((tmp_path / "eval" / "config.json").read_text())["weights"]["step"] == (
+        best_step
+    )
 
 
 # Kill-and-resume tests: tests/test_resume.py (every boundary) and tests/test_soak.py (kill -9).
