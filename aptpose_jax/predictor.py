@@ -82,7 +82,7 @@ def load_weights(weights: str | Path) -> tuple[nnx.Module, ModelConfig, WeightsI
     Raises:
       UserError: missing path, unreadable weights, or Stage I weights.
     """
-    from aptpose_jax import setup  # training-side loaders, reused rather than copied
+    from aptpose_jax import weights as weights_lib  # the training-side loaders, reused
     from aptpose_jax.models import io as model_io
 
     path = Path(weights)
@@ -97,7 +97,7 @@ def load_weights(weights: str | Path) -> tuple[nnx.Module, ModelConfig, WeightsI
             info = WeightsInfo("converted")
         elif path.is_dir() and ((path / "best").is_dir() or (path / "checkpoints").is_dir()):
             info = _info_from_run_config(path / "config.json")
-            model, cfg = setup._model_from_workdir(str(path), nnx.Rngs(params=0, dropout=1))
+            model, cfg, _ = weights_lib.model_from_workdir(str(path), nnx.Rngs(params=0, dropout=1))
         else:
             raise UserError(
                 f"{path}: not weights: give a training workdir, a directory written by "
