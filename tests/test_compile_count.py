@@ -24,8 +24,8 @@ def test_nothing_compiles_after_the_first_step_of_each_function(demo_root, tmp_p
     original = setup.build_run
     calls = {"train": 0, "eval": 0, "save": 0}
 
-    def build_run(config, workdir):
-        run = original(config, workdir)
+    def build_run(config, workdir, *args, **kwargs):
+        run = original(config, workdir, *args, **kwargs)
         for name in calls:
             attr = "save" if name == "save" else f"{name}_step"
             fn = getattr(run, attr)
