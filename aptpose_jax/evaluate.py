@@ -6,21 +6,18 @@
   and overall, following the official MATLAB scripts; CSV/JSON writers and an optional
   `inference_data.mat` export for those scripts.
 
-All files are written atomically (temporary file in the same folder, then `os.replace`).
+All files are written atomically (`atomic_files.py`).
 """
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from aptpose_jax import metrics
+from aptpose_jax import atomic_files, metrics
 from aptpose_jax.datasets.skeleton import H36M_ACTIONS, MPI3DHP_ROOT
 
 # Display names of the known H36M columns, in display order.
@@ -312,42 +309,9 @@ def format_mpi3dhp_report(result: Mapping) -> str:
 # --- writers ----------------------------------------------------------------------------------
 
 
-def _atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def write_json(obj, path: str | os.PathLike) -> None:
-    """Writes `obj` (dicts/lists of numbers and strings, numpy scalars allowed) as JSON."""
-    text = json.dumps(obj, indent=2, default=lambda x: x.item() if hasattr(x, "item") else str(x))
-    _atomic_write(path, (text + "\n").encode())
-
-
-def write_csv(rows: Sequence[Mapping], columns: Sequence[str], path: str | os.PathLike) -> None:
-    """Writes dict rows as CSV with the given column order (floats with 4 decimals)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(
-            {c: f"{row[c]:.4f}" if isinstance(row[c], float) else row[c] for c in columns}
-        )
-    _atomic_write(path, buf.getvalue().encode())
-
-
 def write_mpi3dhp_csv(result: Mapping, path: str | os.PathLike) -> None:
     """Writes an `mpi3dhp_evaluate` result as CSV: group,name,frames,pck150,auc,mpjpe."""
-    write_csv(mpi3dhp_rows(result), MPI3DHP_CSV_COLUMNS, path)
+    atomic_files.write_csv(mpi3dhp_rows(result), MPI3DHP_CSV_COLUMNS, path)
 
 
 def write_mpi3dhp_report(
@@ -357,7 +321,7 @@ def write_mpi3dhp_report(
     csv_path = os.path.join(os.fspath(out_dir), f"{prefix}.csv")
     json_path = os.path.join(os.fspath(out_dir), f"{prefix}.json")
     write_mpi3dhp_csv(result, csv_path)
-    write_json(result, json_path)
+    atomic_files.write_json(result, json_path)
     return csv_path, json_path
 
 
@@ -383,4 +347,4 @@ def write_inference_mat(
         out[s] = np.transpose(p, (2, 1, 0))[:, :, None, :]  # (3, 17, 1, N)
     buf = io.BytesIO()
     savemat(buf, out)
-    _atomic_write(path, buf.getvalue())
+    atomic_files.write_bytes(path, buf.getvalue())

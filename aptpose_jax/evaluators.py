@@ -4,7 +4,7 @@ Each evaluator turns the host predictions of `inference.predict` into (summary d
 
 * `h36m_actions`: Human3.6M per-action P1 / P2 / N-MPJPE table and MPJVE (§3.4, Q14, Q21);
 * `mpi3dhp_pck_auc`: MPI-INF-3DHP PCK / AUC / MPJPE tables, written as CSV/JSON (§1.11);
-* `stage1_reconstruction`: the Stage I 2D reconstruction error x1000 (§3.2), per action on
+* `pretrain_reconstruction`: the Stage I 2D reconstruction error x1000 (§3.2), per action on
   Human3.6M;
 * `prediction_only`: statistics of predicted poses without ground truth (bone-length
   consistency, jitter), what `infer` reports for a user's video.
@@ -34,7 +34,7 @@ def velocity_error(pred, target, seq, frame) -> np.ndarray:
     return np.linalg.norm(vel_p - vel_t, axis=-1).mean(axis=-1)[same]
 
 
-def stage1_reconstruction(run, pred: dict) -> tuple[dict, str]:
+def pretrain_reconstruction(run, pred: dict) -> tuple[dict, str]:
     """Stage I: 2D reconstruction error x1000, per group on Human3.6M (§3.2)."""
     err = pred["error"] * 1000.0
     if run.config.data.dataset == "h36m":
@@ -106,7 +106,7 @@ def prediction_only(poses: np.ndarray, to_mm: float = 1000.0) -> tuple[dict, str
 EVALUATORS = {
     "h36m_actions": h36m_actions,
     "mpi3dhp_pck_auc": mpi3dhp_pck_auc,
-    "stage1_reconstruction": stage1_reconstruction,
+    "pretrain_reconstruction": pretrain_reconstruction,
 }
 
 
@@ -115,7 +115,7 @@ def evaluator_for(config):
     name = config.eval.get("protocol", "auto") if hasattr(config.eval, "get") else "auto"
     if name in (None, "", "auto"):
         if config.model.stage == "pretrain":
-            name = "stage1_reconstruction"
+            name = "pretrain_reconstruction"
         elif config.data.dataset == "mpi_inf_3dhp":
             name = "mpi3dhp_pck_auc"
         else:

@@ -17,7 +17,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from aptpose_jax import evaluate, evaluators, sharding
+from aptpose_jax import atomic_files, evaluators, sharding
 
 
 def predict(run, params, batch_stats) -> dict[str, np.ndarray]:
@@ -81,7 +81,7 @@ def evaluate_run(run, log, step: int, state=None) -> dict:
         "evaluation at step %d: %s", step, ", ".join(f"{k} {v:.2f}" for k, v in summary.items())
     )
     if jax.process_index() == 0:  # one writer; every process holds the same predictions
-        evaluate.write_json(
+        atomic_files.write_json(
             {"step": step, **summary, "table": text}, run.workdir / f"eval_{step:08d}.json"
         )
     summary["table"] = text

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import logging as pylogging
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import jax
 from absl import logging
+
+from aptpose_jax import atomic_files
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
@@ -63,11 +64,7 @@ def _truncate_after(path: Path, step: int) -> None:
             dropped += 1
     if not dropped:
         return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.writelines(kept)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_files.write_text(path, "".join(kept))
     logging.info("metrics.jsonl: dropped %d records after step %d (to be replayed)", dropped, step)
 
 

@@ -1,7 +1,7 @@
 """`train_and_evaluate(config, workdir)`: set-up and the epoch loop (train, evaluate, save).
 
 Everything a step does lives in `steps.py`; evaluation passes in `inference.py`; model
-construction and weight loading in `setup.py`. This module wires them: data order, learning
+construction and weight loading in `run_builder.py`. This module wires them: data order, learning
 rate schedule, checkpoints, logging, resume.
 
 Reproducibility: the training order of epoch e is `permutation(seed, e)`, the step key of
@@ -24,7 +24,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from aptpose_jax import inference, setup
+from aptpose_jax import inference, run_builder
 from aptpose_jax.errors import ConfigError
 from aptpose_jax.logs import MetricLog
 
@@ -148,7 +148,7 @@ def _resume(run, state):
     if restored is None:
         return state, 1, math.inf, None, 0
     state, meta = restored
-    setup.check_resume(run, meta)
+    run_builder.check_resume(run, meta)
     epoch = meta["epoch"] + (1 if meta.get("epoch_done") else 0)
     return state, epoch, meta["best_p1"], meta.get("best_step"), int(meta["step"])
 
@@ -158,22 +158,22 @@ def train_and_evaluate(
 ) -> dict:
     """Trains (mode "train") or evaluates (mode "eval") as the configuration says.
 
-    `explicit` names the fields set on the command line (see `setup.build_run`).
+    `explicit` names the fields set on the command line (see `run_builder.build_run`).
 
     Returns:
       The last evaluation summary (P1/P2 and per-group tables; see `inference.py`).
     """
     workdir = Path(workdir).resolve()
-    run = setup.build_run(config, workdir, explicit)
+    run = run_builder.build_run(config, workdir, explicit)
     log = None
     try:
         if config.mode == "eval":
-            logging.info("%s", setup.describe(run))
+            logging.info("%s", run_builder.describe(run))
             log = MetricLog(workdir, tensorboard=config.log.tensorboard)
             # Named by the step of the evaluated weights (0 when a .pth records none).
             return inference.evaluate_run(run, log, step=run.weights_step or 0)
         n_steps = steps_per_epoch(config, len(run.train_ds))
-        logging.info("%s", setup.describe(run, n_steps))
+        logging.info("%s", run_builder.describe(run, n_steps))
         state, epoch0, best_p1, best_step, done = _resume(run, run.initial_state())
         log = MetricLog(workdir, tensorboard=config.log.tensorboard, resume_step=done)
         summary, timer = {}, {}

@@ -127,7 +127,7 @@ def initial_model(config, cfg: ModelConfig, rngs: nnx.Rngs, explicit=frozenset()
 
     Args:
       config: the run configuration (`init.*`, `mode`).
-      cfg: the model configuration from the run configuration (`setup.model_config`).
+      cfg: the model configuration from the run configuration (`run_builder.model_config`).
       rngs: initialisers of a fresh model.
       explicit: dotted field names the user set on the command line.
     """
@@ -160,7 +160,7 @@ def initial_model(config, cfg: ModelConfig, rngs: nnx.Rngs, explicit=frozenset()
             )
         target_cfg = adopt_sizes(cfg, loaded, explicit, where)
         model = build_model(target_cfg, rngs)
-        keys = convert.transfer_stage1_to_stage2(source, model)
+        keys = convert.transfer_pretrain_to_lifter(source, model)
         logging.info("initialised %d Stage II tensors from Stage I (§2.6)", len(keys))
         return Weights(model, target_cfg, where, step)
     stage_ii_pair = loaded.stage in _STAGE_II and cfg.stage in _STAGE_II

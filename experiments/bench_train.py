@@ -1,6 +1,6 @@
 """End-to-end training and evaluation throughput, input pipeline included, for both stages.
 
-Builds the run exactly as training does (`setup.build_run` on the H36M configs, synthetic demo
+Builds the run exactly as training does (`run_builder.build_run` on the H36M configs, synthetic demo
 data in the official file formats) and times, per stage, dtype, batch, pipeline and mode:
 
 * compile_s: lowering + XLA compilation of the jitted step (the first step's extra cost);
@@ -58,7 +58,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a file (`python experiments/bench_train.py`)
     sys.path.insert(0, str(REPO_ROOT))
 
-from aptpose_jax import setup, sharding  # noqa: E402
+from aptpose_jax import run_builder, sharding  # noqa: E402
 from aptpose_jax.datasets.demo import ensure_demo_data  # noqa: E402
 from aptpose_jax.models.layers import kernel_choice  # noqa: E402
 from aptpose_jax.train import epoch_order, learning_rate  # noqa: E402
@@ -333,7 +333,7 @@ def _bench_one(stage, dtype, batch, pipe, args, root, common) -> None:
     config.data.pipeline = pipe
     config.deterministic = args.deterministic
     with tempfile.TemporaryDirectory(prefix="bench_train_") as workdir:
-        run = setup.build_run(config, pathlib.Path(workdir))
+        run = run_builder.build_run(config, pathlib.Path(workdir))
         try:
             state = None
             for mode in args.modes.split(","):

@@ -4,7 +4,7 @@ One command measures how a data-parallel training step scales on whatever device
 fake CPU devices here (`--cpu_devices 8` sets `jax_num_cpu_devices` before the backend starts),
 real GPUs or TPUs elsewhere. A point is (stage, dtype, devices n, per-device batch b); its
 mesh is the first n devices (`('data',)` axis, parameters replicated, batch sharded) and its
-step is `steps.make_train_step` jitted as `setup.build_run` does (AMSGrad, masks and dropout
+step is `steps.make_train_step` jitted as `run_builder.build_run` does (AMSGrad, masks and dropout
 drawn in the step). Batches are synthetic and resident on the devices before timing: the input
 side of a step is only picking a prepared batch and key, so what is timed is the device step.
 

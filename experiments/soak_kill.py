@@ -154,9 +154,9 @@ def record(workdir: Path, data_root: Path) -> dict:
     import jax
     import numpy as np
 
-    from aptpose_jax import checkpointing, setup
+    from aptpose_jax import checkpointing, run_builder
 
-    run = setup.build_run(_config(data_root), workdir)
+    run = run_builder.build_run(_config(data_root), workdir)
     state, meta = run.restore_latest(run.initial_state())
     run.close()
     leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state))]

@@ -8,7 +8,7 @@ executable), so counting lowerings counts compilations as far as the process is 
 import jax
 from test_train import load_config, tiny
 
-from aptpose_jax import setup, train
+from aptpose_jax import run_builder, train
 
 LOWERING = "/jax/core/compile/jaxpr_to_mlir_module_duration"
 
@@ -21,7 +21,7 @@ def test_nothing_compiles_after_the_first_step_of_each_function(demo_root, tmp_p
         if event == LOWERING:
             lowered.append((phase["now"], kwargs.get("fun_name", "?")))
 
-    original = setup.build_run
+    original = run_builder.build_run
     calls = {"train": 0, "eval": 0, "save": 0}
 
     def build_run(config, workdir, *args, **kwargs):
@@ -39,7 +39,7 @@ def test_nothing_compiles_after_the_first_step_of_each_function(demo_root, tmp_p
             setattr(run, attr, counted)
         return run
 
-    monkeypatch.setattr(setup, "build_run", build_run)
+    monkeypatch.setattr(run_builder, "build_run", build_run)
     config = tiny(
         load_config("h36m_finetune", "demo"),
         demo_root,

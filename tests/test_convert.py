@@ -19,7 +19,7 @@ from aptpose_jax.convert import (
     frozen_filter,
     load_pth,
     read_state_dict,
-    transfer_stage1_to_stage2,
+    transfer_pretrain_to_lifter,
 )
 from aptpose_jax.convert.__main__ import main as cli_main
 from aptpose_jax.masking import no_masks
@@ -125,7 +125,7 @@ def test_transfer_copies_exactly_the_reference_overlap(fixtures_dir):
     stage1, _ = load_pth(fixtures_dir / "stage1_f27.pth", temporal_ratio=0.5)
     stage2 = build_model(ModelConfig("lifter", 27, 3, 64, 128), nnx.Rngs(5))
     before = export_state_dict(stage2)
-    keys = transfer_stage1_to_stage2(stage1, stage2)
+    keys = transfer_pretrain_to_lifter(stage1, stage2)
     # The overlap of the two official state_dicts, minus the BN step counters we do not carry.
     k1 = set(read_state_dict(fixtures_dir / "stage1_f27.pth"))
     k2 = set(read_state_dict(fixtures_dir / "stage2_f27.pth"))
@@ -155,7 +155,7 @@ def test_transfer_rejects_other_frames():
     s1 = build_model(ModelConfig("pretrain", **SMALL), nnx.Rngs(0))
     s2 = build_model(ModelConfig("lifter", **{**SMALL, "frames": 27}), nnx.Rngs(0))
     with pytest.raises(ValueError, match="frames: Stage I 9 vs Stage II 27"):
-        transfer_stage1_to_stage2(s1, s2)
+        transfer_pretrain_to_lifter(s1, s2)
 
 
 def test_freeze_labels_filter_and_batchnorms():

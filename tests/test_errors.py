@@ -14,7 +14,7 @@ import pytest
 import torch
 from test_train import load_config, tiny
 
-from aptpose_jax import errors, setup, train
+from aptpose_jax import errors, run_builder, train
 from aptpose_jax.convert.__main__ import main as convert_main
 from aptpose_jax.datasets import demo
 from aptpose_jax.datasets.safe_npz import load_npz, save_npz_atomic
@@ -177,9 +177,9 @@ def test_explicit_size_that_conflicts_with_the_weights_is_an_error(demo_root, tm
     path = str(FIXTURES / "stage2_f27.pth")
     config = _eval(demo_root, **{"init.from_pth": path, "model.frames": 81})
     with pytest.raises(ConfigError, match=r"--config.model.frames=81 \(the weights have 27\)"):
-        setup.build_run(config, tmp_path / "w", explicit=frozenset({"model.frames"}))
+        run_builder.build_run(config, tmp_path / "w", explicit=frozenset({"model.frames"}))
     config.model.dropout = 0.0  # not a size: from the run config
-    run = setup.build_run(config, tmp_path / "w")  # not given explicitly: the weights decide
+    run = run_builder.build_run(config, tmp_path / "w")  # not given explicitly: the weights decide
     assert run.model_cfg.frames == 27 and run.test_ds.frames == 27
     assert run.step_cfg.mask_spec.frames == 27 and run.model_cfg.dropout == 0.0
     run.close()

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 from test_train import load_config, tiny
 
-from aptpose_jax import inference, setup, sharding, steps
+from aptpose_jax import inference, run_builder, sharding, steps
 from aptpose_jax.datasets.skeleton import H36M_BONE_PAIRS, H36M_JOINTS_LEFT, H36M_JOINTS_RIGHT
 from aptpose_jax.masking import MaskSpec, no_masks
 from aptpose_jax.models import ModelConfig, build_model
@@ -87,7 +87,7 @@ def test_padded_last_eval_batch_gives_the_unpadded_per_sample_results(
             "eval.max_batches": -1,
         },
     )
-    run = setup.build_run(config, tmp_path / "w")
+    run = run_builder.build_run(config, tmp_path / "w")
     n = len(run.test_ds)
     b = next(k for k in (16, 24, 32, 40, 48) if n % k)  # a batch size that leaves a remainder
     run.config.unlock()

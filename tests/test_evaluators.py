@@ -12,8 +12,8 @@ from aptpose_jax.defaults import base_config
 @pytest.mark.parametrize(
     "stage, dataset, expected",
     [
-        ("pretrain", "h36m", evaluators.stage1_reconstruction),
-        ("pretrain", "mpi_inf_3dhp", evaluators.stage1_reconstruction),
+        ("pretrain", "h36m", evaluators.pretrain_reconstruction),
+        ("pretrain", "mpi_inf_3dhp", evaluators.pretrain_reconstruction),
         ("lifter", "h36m", evaluators.h36m_actions),
         ("lifter_nomask", "mpi_inf_3dhp", evaluators.mpi3dhp_pck_auc),
     ],

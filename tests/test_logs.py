@@ -11,7 +11,7 @@ import sys
 
 from test_train import load_config, tiny
 
-from aptpose_jax import logs, setup
+from aptpose_jax import logs, run_builder
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -52,8 +52,8 @@ def test_metrics_are_flushed_each_step_and_cut_back_on_resume(tmp_path):
 
 def test_start_up_summary_names_devices_sizes_windows_steps_and_workdir(demo_root, tmp_path):
     config = tiny(load_config("h36m_finetune", "demo"), demo_root, **{"init.from_workdir": ""})
-    run = setup.build_run(config, tmp_path / "w")
-    text = setup.describe(run, 4)
+    run = run_builder.build_run(config, tmp_path / "w")
+    text = run_builder.describe(run, 4)
     run.close()
     for part in ("8 x cpu", "frames 27", "layers 2", "parameters", "fresh",
                  f"train {len(run.train_ds)}", f"test {len(run.test_ds)}",

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from test_train import REPO_ROOT, load_config, tiny
 
-from aptpose_jax import setup
+from aptpose_jax import run_builder
 
 TIMEOUT_S = 1500  # per run: compiling the train step took ~6 min on the loaded 2-core VM
 
@@ -80,7 +80,7 @@ def _final(demo_root, workdir):
     """(params, P1 of the last evaluation) of a finished run, read back in this process."""
     config = tiny(load_config("h36m_finetune", "demo"), demo_root, **OVERRIDES,
                   **{"model.frames": 9, "model.layers": 1})  # fmt: skip
-    run = setup.build_run(config, workdir)
+    run = run_builder.build_run(config, workdir)
     restored = run.restore_latest(run.initial_state())
     run.close()
     evals = sorted(workdir.glob("eval_*.json"))

@@ -14,7 +14,7 @@ import torch
 from flax import nnx
 from test_train import load_config, tiny
 
-from aptpose_jax import losses, setup, steps, train
+from aptpose_jax import losses, run_builder, steps, train
 from aptpose_jax.convert import export_state_dict
 from aptpose_jax.convert.__main__ import main as convert_main
 from aptpose_jax.models import ModelConfig, build_model
@@ -141,7 +141,7 @@ def test_eval_step_refines_only_u_and_v(refine_files, demo_root, tmp_path):
             "data.test_flip": False,
         },
     )
-    run = setup.build_run(config, tmp_path / "w")
+    run = run_builder.build_run(config, tmp_path / "w")
     batch = run.test_ds.get_batch(np.arange(8))
     inputs = {k: jnp.asarray(batch[k]) for k in ("input_2d", "gt_3d", "cam")}
     out = {}

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from test_train import load_config, tiny
 
-from aptpose_jax import checkpointing, setup, train
+from aptpose_jax import checkpointing, run_builder, train
 from aptpose_jax.errors import ResumeMismatchError
 
 
@@ -39,7 +39,7 @@ def _cfg(demo_root, **overrides):
 
 def _record(workdir, config):
     """(params, batch stats, opt state, best step, best P1, train/loss steps) of a workdir."""
-    run = setup.build_run(config, workdir)
+    run = run_builder.build_run(config, workdir)
     state, meta = run.restore_latest(run.initial_state())
     run.close()
     tree = jax.device_get((state.params, state.batch_stats, state.opt_state))

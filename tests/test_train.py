@@ -15,7 +15,7 @@ import optax
 import pytest
 from flax import nnx
 
-from aptpose_jax import setup, sharding, steps, train, weights
+from aptpose_jax import run_builder, sharding, steps, train, weights
 from aptpose_jax.models import build_model
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def tiny(config, data_root, **overrides):
 @pytest.mark.parametrize("arg", [None, "demo"])
 def test_every_config_loads_and_initialises(path, arg):
     config = load_config(path.stem, arg)
-    cfg = setup.model_config(config)
+    cfg = run_builder.model_config(config)
     shapes = nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(0)))
     n_params = sum(x.size for x in jax.tree.leaves(nnx.state(shapes, nnx.Param)))
     assert n_params > 0
@@ -170,7 +170,7 @@ def test_finetune_from_stage1_lowers_the_loss_and_eval_reproduces_it(
 def test_eight_device_step_equals_one_device_step(demo_root, tmp_path):
     assert len(jax.devices()) == 8, "conftest must provide 8 CPU devices"
     config = tiny(load_config("h36m_finetune", "demo"), demo_root, **{"init.from_workdir": ""})
-    run = setup.build_run(config, tmp_path / "run")
+    run = run_builder.build_run(config, tmp_path / "run")
     batch = run.train_inputs(run.train_ds.get_batch(np.arange(16)))
     key = jax.random.key(0)
     # Plain gradient steps (identity transform): Adam's first step is ~sign(g), which would
@@ -200,7 +200,7 @@ def test_eight_device_step_equals_one_device_step(demo_root, tmp_path):
 def test_batch_not_divisible_by_devices_is_a_clear_error(demo_root, tmp_path):
     config = tiny(load_config("h36m_pretrain", "demo"), demo_root, **{"optim.batch_size": 12})
     with pytest.raises(ValueError, match="not divisible by the 8 devices"):
-        setup.build_run(config, tmp_path / "run")
+        run_builder.build_run(config, tmp_path / "run")
 
 
 def test_nan_loss_aborts_naming_the_step():
@@ -212,7 +212,7 @@ def test_nan_loss_aborts_naming_the_step():
 def test_eval_needs_weights(demo_root, tmp_path):
     config = tiny(load_config("h36m_eval", "demo"), demo_root, **{"init.from_workdir": ""})
     with pytest.raises(ValueError, match="evaluation needs weights"):
-        setup.build_run(config, tmp_path / "run")
+        run_builder.build_run(config, tmp_path / "run")
 
 
 def test_evaluate_converted_fixture_weights_end_to_end(demo_root, fixtures_dir, tmp_path):
@@ -238,7 +238,7 @@ def test_evaluate_converted_fixture_weights_end_to_end(demo_root, fixtures_dir, 
 
 def test_model_config_from_run_config_is_frozen_dataclass():
     c = load_config("h36m_pretrain")
-    cfg = setup.model_config(c)
+    cfg = run_builder.model_config(c)
     assert dataclasses.is_dataclass(cfg) and cfg.frames == 243 and cfg.temporal_ratio == 0.8
 
 
@@ -263,10 +263,10 @@ def test_freeze_keeps_stage1_weights_and_their_batchnorm_statistics(
         )
 
     train.train_and_evaluate(cfg(), str(tmp_path / "fine"))
-    initial = setup.build_run(cfg(), tmp_path / "fresh")
+    initial = run_builder.build_run(cfg(), tmp_path / "fresh")
     start = jax.device_get(nnx.to_pure_dict(initial.params))
     initial.close()
-    run = setup.build_run(cfg(), tmp_path / "fine")
+    run = run_builder.build_run(cfg(), tmp_path / "fine")
     state = run.restore_latest(run.initial_state())[0]
     run.close()
     params = jax.device_get(nnx.to_pure_dict(state.params))

@@ -13,7 +13,7 @@ from aptpose_jax.convert.transfer import (
     freeze_labels,
     frozen_filter,
     is_frozen_key,
-    transfer_stage1_to_stage2,
+    transfer_pretrain_to_lifter,
 )
 
 __all__ = [
@@ -27,5 +27,5 @@ __all__ = [
     "is_frozen_key",
     "load_pth",
     "read_state_dict",
-    "transfer_stage1_to_stage2",
+    "transfer_pretrain_to_lifter",
 ]

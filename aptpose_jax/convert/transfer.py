@@ -31,12 +31,12 @@ _FROZEN_KEY = re.compile(
 _FROZEN_BN = re.compile(r"^encoder[1-4]\.(bn_1|layers\.0\.batch_norm[12])$")
 
 
-def transfer_stage1_to_stage2(stage1: nnx.Module, stage2: nnx.Module) -> list[str]:
+def transfer_pretrain_to_lifter(pretrain: nnx.Module, lifter: nnx.Module) -> list[str]:
     """Copies the shared Stage I tensors into a Stage II model in place (`--MAE_reload 1`).
 
     Args:
-      stage1: a `PretrainModel`.
-      stage2: a `LifterModel` (masked or no-mask) with the same frames/layers/channel/d_hid/
+      pretrain: a `PretrainModel`.
+      lifter: a `LifterModel` (masked or no-mask) with the same frames/layers/channel/d_hid/
         sem_layers/n_joints.
 
     Returns:
@@ -46,30 +46,30 @@ def transfer_stage1_to_stage2(stage1: nnx.Module, stage2: nnx.Module) -> list[st
       ValueError: wrong model types, or sizes that differ (e.g. frames: `pos_embedding` would
         not fit, §2.6).
     """
-    if not isinstance(stage1, PretrainModel) or not isinstance(stage2, LifterModel):
+    if not isinstance(pretrain, PretrainModel) or not isinstance(lifter, LifterModel):
         raise WeightsError(
             "transfer needs (Stage I PretrainModel, Stage II LifterModel), got "
-            f"({type(stage1).__name__}, {type(stage2).__name__})"
+            f"({type(pretrain).__name__}, {type(lifter).__name__})"
         )
     diff = [
-        f"{f}: Stage I {getattr(stage1.cfg, f)} vs Stage II {getattr(stage2.cfg, f)}"
+        f"{f}: Stage I {getattr(pretrain.cfg, f)} vs Stage II {getattr(lifter.cfg, f)}"
         for f in _SIZE_FIELDS
-        if getattr(stage1.cfg, f) != getattr(stage2.cfg, f)
+        if getattr(pretrain.cfg, f) != getattr(lifter.cfg, f)
     ]
     if diff:
         raise WeightsError(
             "Stage I and Stage II sizes differ, shared weights cannot be transferred (§2.6); "
             "build Stage II with the Stage I sizes:\n  " + "\n  ".join(diff)
         )
-    source = {torch_key(p): v for p, v in model_arrays(stage1).items()}
-    state = nnx.state(stage2, STATE_FILTER)
+    source = {torch_key(p): v for p, v in model_arrays(pretrain).items()}
+    state = nnx.state(lifter, STATE_FILTER)
     copied = []
     for path, var in nnx.to_flat_state(state):
         key = torch_key(path)
         if key in source:
             var[...] = jnp.asarray(source[key])
             copied.append(key)
-    nnx.update(stage2, state)
+    nnx.update(lifter, state)
     return sorted(copied)
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from absl import logging
 
+from aptpose_jax import atomic_files
 from aptpose_jax.datasets import demo_3dhp
 from aptpose_jax.datasets.choreography import synthesize_action
 from aptpose_jax.datasets.demo_detections import (
@@ -160,16 +161,7 @@ def _record(path: Path) -> dict:
 
 def _write_manifest(out: Path, manifest: dict) -> None:
     """Writes the manifest atomically (temporary file, then `os.replace`), mode 0644."""
-    fd, tmp = tempfile.mkstemp(prefix=".demo-manifest-", suffix=".tmp", dir=out)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(manifest, indent=1))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out / MANIFEST)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_files.write_text(out / MANIFEST, json.dumps(manifest, indent=1))
 
 
 def _load_manifest(root: Path) -> dict | None:

@@ -18,7 +18,7 @@ import optax
 from absl import logging
 from flax import nnx
 
-from aptpose_jax import checkpointing, evaluate, pipeline, sharding, steps
+from aptpose_jax import atomic_files, checkpointing, pipeline, sharding, steps
 from aptpose_jax import weights as weights_lib
 from aptpose_jax.datasets import load_sequences, skeleton
 from aptpose_jax.datasets.windows import WindowDataset
@@ -296,7 +296,7 @@ def _record_config(config, cfg: ModelConfig, weights, path: Path) -> None:
         if field.name in record["model"]:
             record["model"][field.name] = getattr(cfg, field.name)
     record["weights"] = {"source": weights.source, "step": weights.step}
-    evaluate.write_json(record, path)
+    atomic_files.write_json(record, path)
 
 
 def _step_keys(cfg: ModelConfig) -> tuple[str, ...]:
