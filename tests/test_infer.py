@@ -25,6 +25,7 @@ from aptpose_jax import infer, steps, world_frame
 from aptpose_jax.datasets.keypoint_files import detect_format
 from aptpose_jax.datasets.safe_npz import save_npz_atomic
 from aptpose_jax.datasets.tracking import fill_gaps, select_person
+from aptpose_jax.errors import UserError
 from aptpose_jax.predictor import Predictor
 from aptpose_jax.seq2frame import window_indices
 
@@ -298,3 +299,10 @@ def test_demo_video_keypoints_run_through_infer(demo_root, tmp_path, weights):
     out = _infer(tmp_path, path, weights["converted"])
     _, summary = _check_outputs(out, 24)
     assert summary["input_layout"] == "h36m"  # converted COCO -> H36M for this model
+    # Re-running keeps the identical file; a foreign file at --out is never overwritten.
+    assert write_demo_video_keypoints(demo_root, path, frames=24) == path
+    foreign = tmp_path / "mine.npz"
+    foreign.write_bytes(b"my own file")
+    with pytest.raises(UserError, match="not this demo's keypoint file"):
+        write_demo_video_keypoints(demo_root, foreign, frames=24)
+    assert foreign.read_bytes() == b"my own file"

@@ -19,6 +19,7 @@ import numpy as np
 from aptpose_jax.datasets.camera import camera_resolution
 from aptpose_jax.datasets.demo import ensure_demo_data
 from aptpose_jax.datasets.safe_npz import load_npz, save_npz_atomic
+from aptpose_jax.errors import UserError, exit_on_user_error
 
 
 def write_demo_video_keypoints(
@@ -43,6 +44,18 @@ def write_demo_video_keypoints(
     kp = np.asarray(positions[subject][action][camera], np.float32)[:frames]  # (T, 17, 2)
     w, h = camera_resolution(camera)
     name = f"{subject}_{action}_cam{camera}".replace(" ", "_")
+    out = Path(out)
+    if out.exists():  # never overwrite a user's file; an identical earlier output is kept
+        try:
+            old = load_npz(out)["positions_2d"][name]["custom"][0]
+            same = np.array_equal(np.asarray(old), kp)
+        except Exception:  # noqa: BLE001 - any unreadable or foreign file is "not ours"
+            same = False
+        if not same:
+            raise UserError(
+                f"{out} exists and is not this demo's keypoint file; choose another --out"
+            )
+        return out
     return save_npz_atomic(
         out,
         positions_2d={name: {"custom": [kp]}},
@@ -57,7 +70,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="data/demo/data_2d_custom_demo.npz")
     parser.add_argument("--frames", type=int, default=150)
     args = parser.parse_args(argv)
-    print(f"wrote {write_demo_video_keypoints(args.root, args.out, frames=args.frames)}")
+    path = exit_on_user_error(
+        lambda: write_demo_video_keypoints(args.root, args.out, frames=args.frames)
+    )
+    print(f"demo keypoints: {path}")
 
 
 if __name__ == "__main__":
