@@ -7,7 +7,7 @@ Layout of a workdir:
 
 `model` holds `{"params", "batch_stats"}` (NNX states), `train` holds `{"opt_state", "step"}`,
 `meta` (JSON) holds epoch, global step, best P1 and its step, the model config, the seed and
-the fields a resume must agree with (`resume`, see `run_builder.resume_fields`). Masks, dropout
+the fields a resume must agree with (`resume`, see `resume.resume_fields`). Masks, dropout
 and data order are functions of (seed, epoch, step), so this is every RNG and data-order
 state a resumed run needs. Orbax writes each step into a temporary directory and renames it
 only when complete, so a half-written checkpoint is never listed and never restored. Best

@@ -18,11 +18,11 @@ import optax
 from absl import logging
 from flax import nnx
 
-from aptpose_jax import atomic_files, checkpointing, pipeline, sharding, steps
+from aptpose_jax import atomic_files, checkpointing, pipeline, resume, sharding, steps
 from aptpose_jax import weights as weights_lib
 from aptpose_jax.datasets import load_sequences, skeleton
 from aptpose_jax.datasets.windows import WindowDataset
-from aptpose_jax.errors import ConfigError, ResumeMismatchError
+from aptpose_jax.errors import ConfigError
 from aptpose_jax.masking import MaskSpec
 from aptpose_jax.models import ModelConfig
 from aptpose_jax.optim import torch_amsgrad
@@ -164,7 +164,7 @@ class Run:
             "best_step": best_step,
             "seed": self.config.seed,
             "model_config": dataclasses.asdict(self.model_cfg),
-            "resume": resume_fields(self),
+            "resume": resume.resume_fields(self),
         }
         model_tree = {"params": state.params, "batch_stats": state.batch_stats}
         train_tree = {"opt_state": state.opt_state, "step": state.step}
@@ -188,65 +188,6 @@ class Run:
     def close(self):
         if self.checkpoints is not None:
             self.checkpoints.close()
-
-
-# Fields that fix the data order and the step accounting of a training run (§4): a resumed
-# run that disagrees would continue at a wrong position (see `check_resume`).
-RESUME_FIELDS = (
-    "seed",
-    "model.stage",
-    "optim.batch_size",
-    "optim.max_steps_per_epoch",
-    "data.dataset",
-    "data.keypoints",
-    "data.subjects_train",
-    "data.actions",
-    "data.downsample",
-    "data.subset",
-    "data.tds",
-    "data.stride",
-    "data.flip_augment",
-    "data.drop_remainder",
-)
-
-
-def _field(config, dotted: str):
-    node = config
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
-def resume_fields(run: Run) -> dict:
-    """The values a resumed run must share with the run that wrote the checkpoint."""
-    fields = {name: _field(run.config, name) for name in RESUME_FIELDS}
-    fields["model.frames"] = run.model_cfg.frames  # the model that runs (sizes from weights)
-    fields["training windows"] = len(run.train_ds)
-    return json.loads(json.dumps(fields))  # as stored in the checkpoint's JSON metadata
-
-
-def check_resume(run: Run, meta: dict) -> None:
-    """Refuses to resume from a checkpoint written with another data order or step accounting.
-
-    Raises:
-      ResumeMismatchError: listing each differing field, unless `config.resume == "force"`.
-    """
-    saved = meta.get("resume")
-    if saved is None:
-        logging.warning("checkpoint step %s records no resume fields: not checked", meta["step"])
-        return
-    now = resume_fields(run)
-    diff = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in now.items() if saved.get(k) != v]
-    if not diff:
-        return
-    if run.config.resume == "force":
-        logging.warning("resuming despite other settings (resume=force): %s", "; ".join(diff))
-        return
-    raise ResumeMismatchError(
-        f"{run.workdir} holds a checkpoint (step {meta['step']}) of a run with other settings: "
-        f"{'; '.join(diff)}. Resuming would change the data order or the step accounting: "
-        "use a new --workdir, or pass --config.resume=force if you mean it"
-    )
 
 
 def _make_tx(config, model) -> optax.GradientTransformation:

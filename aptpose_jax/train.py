@@ -24,7 +24,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from aptpose_jax import inference, run_builder
+from aptpose_jax import inference, resume, run_builder
 from aptpose_jax.errors import ConfigError
 from aptpose_jax.logs import MetricLog
 
@@ -148,7 +148,7 @@ def _resume(run, state):
     if restored is None:
         return state, 1, math.inf, None, 0
     state, meta = restored
-    run_builder.check_resume(run, meta)
+    resume.check_resume(run, meta)
     epoch = meta["epoch"] + (1 if meta.get("epoch_done") else 0)
     return state, epoch, meta["best_p1"], meta.get("best_step"), int(meta["step"])
 
