@@ -214,7 +214,8 @@ def describe(run: Run, steps_per_epoch: int | None = None) -> str:
         windows = f"train {len(run.train_ds)}, {windows}"
     batch = run.config.optim.batch_size if run.train_ds is not None else run.config.eval.batch_size
     lines = [
-        f"devices: {sharding.describe(run.mesh, batch)}",
+        f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; "
+        f"{sharding.describe(run.mesh, batch)}",
         f"model: {c.stage}, frames {c.frames}, layers {c.layers}, channel {c.channel}, "
         f"d_hid {c.d_hid}, joints {c.n_joints}, refine {c.refine}, {c.dtype}; "
         f"{n_params:,} parameters",

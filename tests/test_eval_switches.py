@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 from test_train import load_config, tiny
 
-from aptpose_jax import inference, run_builder, sharding, steps
+from aptpose_jax import inference, run_builder, steps
 from aptpose_jax.datasets.skeleton import H36M_BONE_PAIRS, H36M_JOINTS_LEFT, H36M_JOINTS_RIGHT
 from aptpose_jax.masking import MaskSpec, no_masks
 from aptpose_jax.models import ModelConfig, build_model
@@ -95,8 +95,7 @@ def test_padded_last_eval_batch_gives_the_unpadded_per_sample_results(
     pred = inference.predict(run, run.params, run.batch_stats)
     assert len(pred["pose"]) == n  # padding dropped
     last = np.arange(n - b, n)  # the same windows in one full, unpadded batch
-    batch = run.test_ds.get_batch(last)
-    inputs = sharding.put_batch(inference._eval_inputs(batch, "lifter"), run.mesh)
+    inputs = run.test_pipe.batch(last)  # the step input evaluation builds for a full batch
     full = jax.device_get(run.eval_step(run.params, run.batch_stats, inputs, jax.random.key(0)))
     run.close()
     tail = n % b  # the windows that sat in the padded batch
