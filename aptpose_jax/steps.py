@@ -27,6 +27,7 @@ from flax import nnx
 
 from aptpose_jax import flip, losses, pipeline
 from aptpose_jax.masking import Masks, MaskSpec, draw_masks, no_masks
+from aptpose_jax.models import layers
 from aptpose_jax.refine import refine_centre
 
 
@@ -184,11 +185,18 @@ def tta_forward(model, x: jax.Array, masks: Masks | None, cfg: StepConfig) -> ja
 
     The one inference core: the eval step, `Predictor` and the serving export all call it.
 
-    The flipped input is computed here from `x`, and both inputs run as ONE forward pass over
-    2B samples, interleaved (sample i at row 2i, its mirror at 2i+1, so a batch sharded over
-    devices stays local) with the same masks for both (§1.10; per-sample masks repeated).
-    This equals two passes over B wherever samples do not interact: BatchNorm in eval mode
-    (running statistics) and masks shared by the pair, which is what evaluation uses.
+    The flipped input is computed here from `x`, with the same masks as the input (§1.10).
+    How the two inputs run is a per-backend choice (`layers.kernel_choice`):
+
+    * "plain" (GPU, TPU): ONE forward pass over 2B samples, interleaved (sample i at row 2i,
+      its mirror at 2i+1, so a batch sharded over devices stays local; per-sample masks
+      repeated). This equals two passes over B wherever samples do not interact: BatchNorm in
+      eval mode (running statistics) and masks shared by the pair, which is what evaluation
+      uses.
+    * "cpu" (XLA:CPU): two passes over B, measured faster there (experiments/README.md: the
+      2B pass's larger activations cost about 20% of the evaluation throughput on 2 cores).
+
+    Both give the same values to float32 rounding (tests/test_pipeline.py).
 
     Args:
       model: an NNX model in eval mode.
@@ -202,9 +210,12 @@ def tta_forward(model, x: jax.Array, masks: Masks | None, cfg: StepConfig) -> ja
     name = _output_name(cfg)
     if not cfg.test_flip:
         return _forward(model, x, masks)[name]
+    x_flip = flip.flip_pose(x, *cfg.input_lr)
+    if layers.kernel_choice() == "cpu":
+        out, out_flip = _forward(model, x, masks)[name], _forward(model, x_flip, masks)[name]
+        return flip.tta_average(out, out_flip, cfg.joints_left, cfg.joints_right)
     b = x.shape[0]
-    both = jnp.stack([x, flip.flip_pose(x, *cfg.input_lr)], axis=1)  # (B, 2, F, J, 2)
-    both = both.reshape((2 * b, *x.shape[1:]))  # (2B, F, J, 2)
+    both = jnp.stack([x, x_flip], axis=1).reshape((2 * b, *x.shape[1:]))  # (2B, F, J, 2)
     if masks is not None:  # per-sample (B, F, J) masks: each pair shares its sample's mask
         masks = jax.tree.map(lambda m: jnp.repeat(m, 2, axis=0) if m.ndim == 3 else m, masks)
     out = _forward(model, both, masks)[name]
@@ -218,7 +229,8 @@ def make_eval_step(graphdef, rest, cfg: StepConfig):
     Returns per sample, for Stage II: `pose` (B, J, 3) centre-frame prediction after flip TTA
     with the root zeroed, `target` (B, J, 3) root-zeroed; for Stage I: `error` (B,), the mean
     2D distance between the reconstruction and the re-ordered input (Q8). The same masks serve
-    both TTA passes (§1.10), which run as one forward over 2B (`tta_forward`).
+    both TTA passes (§1.10); `tta_forward` runs them as one forward over 2B or as two over B,
+    by backend.
     """
 
     def eval_step(params, batch_stats, batch, key):

@@ -44,7 +44,6 @@ import json
 import os
 import pathlib
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,8 +54,11 @@ import numpy as np
 from absl import logging
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a file (`python experiments/bench_train.py`)
-    sys.path.insert(0, str(REPO_ROOT))
+for _path in (REPO_ROOT, REPO_ROOT / "experiments"):  # run as a file, or loaded by the tests
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+import measure  # noqa: E402
 
 from aptpose_jax import run_builder, sharding  # noqa: E402
 from aptpose_jax.datasets.demo import ensure_demo_data  # noqa: E402
@@ -93,44 +95,9 @@ def bench_config(stage: str, args, data_root: pathlib.Path):
     return c
 
 
-def flops_of(compiled) -> float | None:
-    """Total FLOPs of one call of a compiled function, from XLA's cost analysis.
-
-    jax returns a dict (0.4.3x and later) or a list of one dict per program (older versions);
-    some backends return None or omit the key. SPMD programs report one device's share.
-    """
-    analysis = compiled.cost_analysis()
-    if isinstance(analysis, (list, tuple)):
-        analysis = analysis[0] if analysis else None
-    if not analysis or "flops" not in analysis:
-        return None
-    return float(analysis["flops"]) * len(jax.devices())
-
-
-def measure_matmul(dtype: str, n: int, reps: int = 5) -> float:
-    """FLOP/s of an (n, n) @ (n, n) matmul of `dtype` inputs, best of `reps`, all devices.
-
-    Each device multiplies its own pair (the matrices are sharded along a leading device axis),
-    so the figure is comparable with a data-parallel step. Best rather than median: it is the
-    ceiling the step is compared with.
-    """
-    mesh = sharding.make_mesh()
-    k = mesh.devices.size
-    shard = sharding.batch_sharded(mesh)
-    a = jax.device_put(jnp.full((k, n, n), 0.5, dtype), shard)  # (D, n, n)
-    b = jax.device_put(jnp.full((k, n, n), 0.25, dtype), shard)
-    # float32 accumulation, as the model's layers compute bf16 products (XLA:CPU then uses
-    # AMX/oneDNN for bf16: about 6x the bf16-output matmul on Sapphire Rapids).
-    mm = jax.jit(
-        lambda x, y: jnp.einsum("dij,djk->dik", x, y, preferred_element_type=jnp.float32)
-    )  # (D, n, n)
-    jax.block_until_ready(mm(a, b))
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(mm(a, b))
-        times.append(time.perf_counter() - t0)
-    return 2.0 * k * n**3 / min(times)
+def _matmul_peak(args) -> float:
+    """FLOP/s of the reference matmul in the run's dtype on all the run's devices."""
+    return measure.matmul_flops(sharding.make_mesh(), args.dtype, args.matmul_n)
 
 
 H36M_EPOCH_WINDOWS = 2_928_800  # training windows of one Human3.6M epoch, flips included
@@ -218,15 +185,15 @@ def bench_train(run, args) -> tuple[dict, object]:
     t0 = time.perf_counter()
     compiled = run.train_step.lower(holder["state"], batch_of(0), key(0), lr).compile()
     compile_s = time.perf_counter() - t0
-    flops = flops_of(compiled)
+    flops = measure.xla_cost(compiled, len(jax.devices()))[0]
 
     def step(batch, i):
         holder["state"], metrics = run.train_step(holder["state"], batch, key(i), lr)
         return metrics  # one executable: its outputs are ready together
 
-    peak = measure_matmul(args.dtype, args.matmul_n)  # before and after: under the same load
+    peak = _matmul_peak(args)  # before and after the timed steps: under the same load
     times = _time_steps(batch_of, feed, step, args.steps, args.warmup, args.pipelined)
-    peak = max(peak, measure_matmul(args.dtype, args.matmul_n))
+    peak = max(peak, _matmul_peak(args))
     if args.profile:
         _profile(args.profile, step, batch_of)
     return _figures("train", b, flops, compile_s, times, peak), holder["state"]
@@ -256,8 +223,8 @@ def bench_eval(run, args, state=None) -> dict:
     t0 = time.perf_counter()
     compiled = run.eval_step.lower(params, stats, batch_of(0), key).compile()
     compile_s = time.perf_counter() - t0
-    flops = flops_of(compiled)
-    peak = measure_matmul(args.dtype, args.matmul_n)
+    flops = measure.xla_cost(compiled, len(jax.devices()))[0]
+    peak = _matmul_peak(args)
     times = _time_steps(
         batch_of,
         feed,
@@ -266,18 +233,8 @@ def bench_eval(run, args, state=None) -> dict:
         args.warmup,
         args.pipelined,
     )
-    peak = max(peak, measure_matmul(args.dtype, args.matmul_n))
+    peak = max(peak, _matmul_peak(args))
     return _figures("eval", b, flops, compile_s, times, peak)
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def _ints(text: str) -> list[int]:
@@ -358,10 +315,10 @@ def main(argv=None) -> None:
     root = pathlib.Path(args.data_root)
     root = root if root.is_absolute() else REPO_ROOT / root
     ensure_demo_data(root, frames_per_sequence=args.frames_per_sequence)
-    args.matmul_n = args.matmul_n or (2048 if jax.default_backend() == "cpu" else 8192)
+    args.matmul_n = args.matmul_n or measure.default_matmul_n()
     common = dict(
         date=datetime.date.today().isoformat(),
-        commit=_git_commit(),
+        commit=measure.git_commit(),
         backend=jax.default_backend(),
         device=jax.devices()[0].device_kind,
         device_count=len(jax.devices()),

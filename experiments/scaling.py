@@ -43,15 +43,12 @@ compile-only memory rows (Stage II, one device) for the largest-batch estimate, 
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
 import pathlib
 import platform
-import re
 import statistics
-import subprocess
 import sys
 import time
 
@@ -62,52 +59,18 @@ from flax import nnx
 from jax.sharding import Mesh
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a file (`python experiments/scaling.py`)
-    sys.path.insert(0, str(REPO_ROOT))
+for _path in (REPO_ROOT, REPO_ROOT / "experiments"):  # run as a file, or loaded by the tests
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+import measure  # noqa: E402
+from scaling_plan import STAGES, done_points, explicit_points, parse_args, plan  # noqa: E402
 
 from aptpose_jax import sharding, steps  # noqa: E402
 from aptpose_jax.datasets import skeleton  # noqa: E402
 from aptpose_jax.masking import MaskSpec  # noqa: E402
 from aptpose_jax.models import ModelConfig, build_model  # noqa: E402
 from aptpose_jax.optim import torch_amsgrad  # noqa: E402
-
-DEFAULT_OUT = REPO_ROOT / "experiments" / "results" / "scaling.jsonl"
-# Stage facts of the H36M recipes (configs/h36m_pretrain.py, configs/h36m_finetune.py).
-STAGES = {
-    "pretrain": dict(temporal_ratio=0.8, joints_per_frame=2, lr=1e-4),
-    "lifter": dict(temporal_ratio=0.0, joints_per_frame=0, lr=7e-4),
-    "lifter_nomask": dict(temporal_ratio=0.0, joints_per_frame=0, lr=7e-4),  # 3DHP Stage II
-}
-
-
-def _loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-        )
-        return (out.stdout.strip() or "unknown") + ("+dirty" if dirty.stdout.strip() else "")
-    except OSError:
-        return "unknown"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 class Stage:
@@ -159,80 +122,6 @@ class Stage:
             return jax.lax.with_sharding_constraint(out, shard)  # (B, F, J, 2|3) sharded on B
 
         return [make(jax.random.key(i)) for i in range(count)]
-
-
-def _cost(compiled, n: int) -> tuple[float | None, float | None]:
-    """(FLOPs, bytes accessed) of one call, summed over the n devices (XLA cost analysis)."""
-    analysis = compiled.cost_analysis()
-    if isinstance(analysis, (list, tuple)):  # older jax: one dict per program
-        analysis = analysis[0] if analysis else None
-    if not analysis:
-        return None, None
-    flops, nbytes = analysis.get("flops"), analysis.get("bytes accessed")
-    return (None if flops is None else float(flops) * n,
-            None if nbytes is None else float(nbytes) * n)  # fmt: skip
-
-
-def xla_memory_bytes(compiled) -> int | None:
-    """Per-device bytes XLA assigned to the step: arguments + outputs + temporaries - aliased."""
-    try:
-        m = compiled.memory_analysis()
-    except (NotImplementedError, AttributeError, RuntimeError):
-        return None
-    if m is None:
-        return None
-    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-               - m.alias_size_in_bytes)  # fmt: skip
-
-
-def collectives(compiled) -> dict | None:
-    """Cross-device collectives in the optimised HLO of the step: {"all-reduce": count, ...}."""
-    try:
-        text = compiled.as_text()
-    except Exception:  # noqa: BLE001 - some backends cannot print their executable
-        return None
-    ops = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
-    return {op: len(re.findall(rf"= [^=]*\b{op}(?:-start)?\(", text)) for op in ops}
-
-
-def peak_device_memory(devices) -> int | None:
-    """Largest `peak_bytes_in_use` over `devices`, or None where the backend has no stats."""
-    peaks = []
-    for d in devices:
-        stats = d.memory_stats() if hasattr(d, "memory_stats") else None
-        if stats and "peak_bytes_in_use" in stats:
-            peaks.append(int(stats["peak_bytes_in_use"]))
-    return max(peaks) if peaks else None
-
-
-def matmul_flops(mesh: Mesh, dtype: str, n: int, reps: int = 3) -> float:
-    """FLOP/s of one (n, n) @ (n, n) matmul per device of `mesh` (dtype in, float32 acc), best."""
-    k = mesh.devices.size
-    shard = sharding.batch_sharded(mesh)
-    a = jax.device_put(jnp.full((k, n, n), 0.5, dtype), shard)  # (D, n, n)
-    b = jax.device_put(jnp.full((k, n, n), 0.25, dtype), shard)
-    mm = jax.jit(lambda x, y: jnp.einsum("dij,djk->dik", x, y, preferred_element_type=jnp.float32))
-    jax.block_until_ready(mm(a, b))
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(mm(a, b))
-        best = min(best, time.perf_counter() - t0)
-    return 2.0 * k * n**3 / best
-
-
-def allreduce_ms(mesh: Mesh, n_params: int, reps: int = 3) -> float:
-    """Median time of an all-reduce (sum over devices) of `n_params` float32 values."""
-    k = mesh.devices.size
-    x = jax.device_put(jnp.ones((k, n_params), jnp.float32), sharding.batch_sharded(mesh))
-    reduce = jax.jit(lambda v: v.sum(axis=0), out_shardings=sharding.replicated(mesh))  # (P,)
-    jax.block_until_ready(reduce(x))
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(reduce(x))
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
 
 
 def time_steps(compiled, state, batches, keys, lr, n: int, warmup: int):
@@ -316,13 +205,13 @@ class Sweep:
     def matmul(self, mesh: Mesh, dtype: str) -> float:
         key = (mesh.devices.size, dtype)
         if key not in self._matmul:
-            self._matmul[key] = matmul_flops(mesh, dtype, self.args.matmul_n)
+            self._matmul[key] = measure.matmul_flops(mesh, dtype, self.args.matmul_n)
         return self._matmul[key]
 
     def allreduce(self, mesh: Mesh, n_params: int) -> float:
         key = (mesh.devices.size, n_params)
         if key not in self._allreduce:
-            self._allreduce[key] = allreduce_ms(mesh, n_params)
+            self._allreduce[key] = measure.allreduce_ms(mesh, n_params)
         return self._allreduce[key]
 
     def head(self, st: Stage, n: int, b: int, series) -> dict:
@@ -331,7 +220,7 @@ class Sweep:
                     device_count=n, per_device_batch=b, global_batch=n * b,
                     series=sorted(series), frames=a.frames, layers=a.layers,
                     channel=a.channel, d_hid=a.d_hid, n_params=st.n_params,
-                    allreduce_bytes=4 * st.n_params, loadavg_before=_loadavg())  # fmt: skip
+                    allreduce_bytes=4 * st.n_params, loadavg_before=measure.loadavg())  # fmt: skip
 
     def point(self, name: str, dtype: str, n: int, b: int, series) -> dict:
         """Measures one point; returns its JSON row."""
@@ -346,7 +235,7 @@ class Sweep:
         t0 = time.perf_counter()
         compiled = step.lower(state, batches[0], keys[0], lr).compile()
         compile_s = time.perf_counter() - t0
-        flops, nbytes = _cost(compiled, n)
+        flops, nbytes = measure.xla_cost(compiled, n)
         peak = self.matmul(mesh, dtype)
         times, state = time_steps(compiled, state, batches, keys, lr, self.args.steps,
                                   self.args.warmup)  # fmt: skip
@@ -360,13 +249,13 @@ class Sweep:
             achieved_gflops=None if achieved is None else round(achieved / 1e9, 3),
             matmul_gflops=round(peak / 1e9, 3),
             utilisation=None if achieved is None else round(achieved / peak, 5),
-            peak_memory_bytes=peak_device_memory(mesh.devices.flat),
-            xla_memory_bytes=xla_memory_bytes(compiled),
-            collectives=collectives(compiled),
+            peak_memory_bytes=measure.peak_device_memory(mesh.devices.flat),
+            xla_memory_bytes=measure.xla_memory_bytes(compiled),
+            collectives=measure.collectives(compiled),
             allreduce_ms=round(self.allreduce(mesh, st.n_params), 3),
         )
         del state
-        return {**head, **row, "loadavg_after": _loadavg()}
+        return {**head, **row, "loadavg_after": measure.loadavg()}
 
     def memory_row(self, name: str, dtype: str, b: int) -> dict:
         """Compile-only: XLA's per-device memory for a one-device step at batch b."""
@@ -378,12 +267,12 @@ class Sweep:
         t0 = time.perf_counter()
         compiled = st.jitted_step(mesh).lower(state, batch, key, jnp.float32(st.lr)).compile()
         compile_s = time.perf_counter() - t0
-        flops, nbytes = _cost(compiled, 1)
+        flops, nbytes = measure.xla_cost(compiled, 1)
         return dict(head, kind="memory", compile_s=round(compile_s, 3),
-                    xla_memory_bytes=xla_memory_bytes(compiled),
+                    xla_memory_bytes=measure.xla_memory_bytes(compiled),
                     flops_per_sample=None if flops is None else round(flops / b),
                     bytes_per_sample=None if nbytes is None else round(nbytes / b),
-                    loadavg_after=_loadavg())  # fmt: skip
+                    loadavg_after=measure.loadavg())  # fmt: skip
 
     def fit_search(self, name: str, dtype: str, start: int, limit: int) -> dict:
         """Doubles the one-device batch from `start` while a real step runs (accelerators)."""
@@ -401,107 +290,8 @@ class Sweep:
                 break
         return dict(self.head(st, 1, fits or 0, ["fit_search"]), kind="fit_search",
                     largest_fitting_batch=fits, first_failing_batch=b if error else None,
-                    error=error, peak_memory_bytes=peak_device_memory(mesh.devices.flat),
-                    loadavg_after=_loadavg())  # fmt: skip
-
-
-def plan(args, n_available: int) -> tuple[list[tuple[str, str, int, int, set]], int]:
-    """The (stage, dtype, devices, per-device batch, series) points, deduplicated, in order of
-    priority: every (stage, dtype) gets its fewest- and most-device points of the first weak
-    series first, then its other fewest-device points (batch sweep), then the remaining weak
-    and strong points, so that a sweep cut short by `--budget_s` still covers every stage and
-    dtype. Also returns how many points
-    that first block has (the memory rows run after it).
-    """
-    counts = [n for n in args.devices if n <= n_available]
-    if not counts:
-        raise SystemExit(f"--devices {args.devices}: only {n_available} devices available")
-    points: dict[tuple[int, int], set] = {}
-    for b in args.weak:
-        for n in counts:
-            points.setdefault((n, b), set()).add(f"weak{b}")
-    for g in args.strong:
-        for n in counts:
-            if g % n == 0:
-                points.setdefault((n, g // n), set()).add(f"strong{g}")
-    for b in args.batches:
-        points.setdefault((counts[0], b), set()).add("batch")
-    first = [(n, args.weak[0]) for n in dict.fromkeys((counts[0], counts[-1]))] if args.weak else []
-    single = [k for k in sorted(points) if k not in first and k[0] == counts[0]]
-    rest = [k for k in sorted(points) if k not in first and k not in single]
-    combos = [(st, dt) for dt in args.dtypes.split(",") for st in args.stages.split(",")]
-    ordered = [(st, dt, *k) for k in first + single for st, dt in combos]
-    ordered += [(st, dt, *k) for st, dt in combos for k in rest]
-    return [(st, dt, n, b, points[(n, b)]) for st, dt, n, b in ordered], len(first) * len(combos)
-
-
-def explicit_points(args, n_available: int):
-    """`--points stage:dtype:devices:batch,...` in the given order, tagged with their series."""
-    tags = {(n, b): series for _, _, n, b, series in plan(args, n_available)[0]}
-    out = []
-    for spec in args.points.split(","):
-        stage, dtype, n, b = spec.split(":")
-        if stage not in STAGES or dtype not in ("float32", "bfloat16") or int(n) > n_available:
-            raise SystemExit(f"--points: bad point {spec!r} (stage:dtype:devices:batch)")
-        out.append((stage, dtype, int(n), int(b), tags.get((int(n), int(b)), {"custom"})))
-    return out
-
-
-def done_points(path: pathlib.Path, common: dict, args) -> set:
-    """Points already in `path` for this backend, device kind and model size (`--resume`)."""
-    if not path.is_file():
-        return set()
-    done = set()
-    for line in path.read_text().splitlines():
-        r = json.loads(line) if line.strip() else {}
-        same = [r.get(k) == common[k] for k in ("backend", "device_kind")]
-        same += [r.get(k) == getattr(args, k) for k in ("frames", "layers", "channel", "d_hid")]
-        if r.get("kind") == "train_step" and all(same):
-            done.add((r["stage"], r["dtype"], r["device_count"], r["per_device_batch"]))
-    return done
-
-
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cpu_devices", type=int, default=0, help="fake CPU devices (0: as JAX has)")
-    p.add_argument("--devices", type=_ints, default=[1, 2, 4, 8], help="device counts")
-    p.add_argument("--weak", type=_ints, default=[2], help="per-device batches (weak scaling)")
-    p.add_argument("--strong", type=_ints, default=[16], help="global batches (strong scaling)")
-    p.add_argument("--batches", type=_ints, default=[2, 4, 8, 16], help="batch sweep, 1 device")
-    p.add_argument("--stages", default="lifter,pretrain", help="lifter (II), pretrain (I)")
-    p.add_argument("--dtypes", default="float32,bfloat16")
-    p.add_argument("--steps", type=int, default=3, help="timed steps per point (and pipelined)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps after compilation")
-    p.add_argument("--frames", type=int, default=243)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--channel", type=int, default=256)
-    p.add_argument("--d_hid", type=int, default=512)
-    p.add_argument("--temporal_ratio", type=float, default=-1, help="Stage I; -1: 0.8 (H36M)")
-    p.add_argument("--matmul_n", type=int, default=0, help="matmul size; 0: 2048 CPU, 8192 else")
-    p.add_argument("--memory_batches", type=_ints, default=[], help="compile-only, Stage II")
-    p.add_argument("--fit_search", action="store_true", help="largest Stage II batch that runs")
-    p.add_argument("--fit_limit", type=int, default=65536)
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="JSONL file to append to")
-    p.add_argument("--label", default="", help="free text stored in every row")
-    p.add_argument("--points", default="", help="stage:dtype:devices:batch,... (this order)")
-    p.add_argument("--resume", action="store_true", help="skip points already in --out")
-    p.add_argument(
-        "--budget_s", type=float, default=0, help="start no point after this (0: no limit)"
-    )
-    args = p.parse_args(argv)
-    for s in args.stages.split(","):
-        if s not in STAGES:
-            p.error(f"unknown stage {s!r}; choose from {', '.join(STAGES)}")
-    for d in args.dtypes.split(","):
-        if d not in ("float32", "bfloat16"):
-            p.error(f"unknown dtype {d!r}; choose float32 or bfloat16")
-    if args.steps < 1 or min(args.devices + args.weak + args.strong + args.batches) < 1:
-        p.error("--steps, --devices, --weak, --strong and --batches must be positive")
-    return args
+                    error=error, peak_memory_bytes=measure.peak_device_memory(mesh.devices.flat),
+                    loadavg_after=measure.loadavg())  # fmt: skip
 
 
 def memory_rows(args, sweep: Sweep, emit, over) -> None:
@@ -518,13 +308,13 @@ def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     if args.cpu_devices:
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)  # before the backend starts
-    args.matmul_n = args.matmul_n or (2048 if jax.default_backend() == "cpu" else 8192)
+    args.matmul_n = args.matmul_n or measure.default_matmul_n()
     dev = jax.devices()
     common = dict(
         date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        commit=_git_commit(), jax=jax.__version__, backend=jax.default_backend(),
+        commit=measure.git_commit(), jax=jax.__version__, backend=jax.default_backend(),
         device_kind=dev[0].device_kind, devices_available=len(dev), host=platform.node(),
-        cpu=_cpu_model(), cpu_count=os.cpu_count(), label=args.label,
+        cpu=measure.cpu_model(), cpu_count=os.cpu_count(), label=args.label,
         steps=args.steps, warmup=args.warmup, matmul_n=args.matmul_n,
     )  # fmt: skip
     out = pathlib.Path(args.out)

@@ -100,10 +100,12 @@ def test_prefetcher_keeps_order_runs_ahead_and_reraises():
         list(feed)
 
 
+@pytest.mark.parametrize("kernels", ["plain", "cpu"])  # one pass over 2B / two passes over B
 @pytest.mark.parametrize(
     "stage,per_sample", [("lifter", False), ("lifter", True), ("pretrain", False)]
 )
-def test_tta_one_forward_over_2b_equals_two_forwards(stage, per_sample):
+def test_both_tta_formulations_equal_two_plain_forwards(stage, per_sample, kernels, monkeypatch):
+    monkeypatch.setenv("APTPOSE_KERNELS", kernels)
     frames = 27
     cfg = ModelConfig(stage=stage, frames=frames, layers=2, channel=16, d_hid=32,
                       temporal_ratio=0.5 if stage == "pretrain" else 0.0)  # fmt: skip
@@ -117,7 +119,10 @@ def test_tta_one_forward_over_2b_equals_two_forwards(stage, per_sample):
     step_cfg = steps.StepConfig(stage=stage, mask_spec=spec, joints_left=left, joints_right=right)
     x = jax.random.normal(jax.random.key(3), (8, frames, 17, 2))
     masks = draw_masks(jax.random.key(4), spec, 8)
-    one = jax.jit(lambda x, m: steps.tta_forward(model, x, m, step_cfg))(x, masks)
+    tta = jax.jit(lambda x, m: steps.tta_forward(model, x, m, step_cfg))
+    stacked = f"f32[16,{frames},17,2]" in str(jax.make_jaxpr(tta)(x, masks))  # 2B input rows
+    assert stacked == (kernels == "plain")
+    one = tta(x, masks)
 
     def two(x, m):
         name = "recon" if stage == "pretrain" else "pose"
@@ -132,9 +137,13 @@ def test_tta_one_forward_over_2b_equals_two_forwards(stage, per_sample):
     assert not jnp.allclose(one, model(x, masks)["recon" if stage == "pretrain" else "pose"])
 
 
+@pytest.mark.parametrize("kernels", ["plain", "cpu"])
 @pytest.mark.parametrize("stage", ["lifter", "pretrain"])
-def test_tta_forward_reproduces_the_reference_tta_outputs(stage, fixtures_dir):
+def test_tta_forward_reproduces_the_reference_tta_outputs(
+    stage, kernels, fixtures_dir, monkeypatch
+):
     """The official fixtures' flip-TTA outputs, from the input alone (flip computed here)."""
+    monkeypatch.setenv("APTPOSE_KERNELS", kernels)
     from test_parity import ref_to_bfjd, rel_err
 
     from aptpose_jax.convert import load_pth

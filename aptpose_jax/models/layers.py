@@ -8,12 +8,13 @@ maps state_dict keys by rule (`aptpose_jax/convert/mapping.py`).
 Parameters and normalisation statistics are float32; `dtype` only sets the operand dtype of the
 matmuls (bfloat16 uses AMX/tensor cores and accumulates in float32).
 
-Kernels per backend (`kernel_choice`): XLA:CPU gets the two tricks measured there
-(experiments/README.md), the custom-VJP matmul and the counter-hash dropout mask; GPU and TPU
-the plain formulations (`jnp.matmul` with autodiff, `jax.random.bernoulli`), as nothing was
-measured there. `APTPOSE_KERNELS=cpu|plain` overrides (read when a step is traced); both give
-the same values (tests/test_kernels.py). The bucketed init serves every backend: it only
-saves compilations while a model is built, and parameters must not depend on the backend.
+Kernels per backend (`kernel_choice`): XLA:CPU gets the tricks measured there
+(experiments/README.md): the custom-VJP matmul, the counter-hash dropout mask and flip TTA as
+two passes over B (`steps.tta_forward`); GPU and TPU the plain formulations (`jnp.matmul` with
+autodiff, `jax.random.bernoulli`, TTA as one pass over 2B), as nothing was measured there.
+`APTPOSE_KERNELS=cpu|plain` overrides (read when a step is traced); both give the same values
+(tests/test_kernels.py, tests/test_pipeline.py). The bucketed init serves every backend: it
+only saves compilations while a model is built, and parameters must not depend on the backend.
 """
 
 from __future__ import annotations

@@ -1,0 +1,149 @@
+"""Measurement helpers shared by the benchmarks (`bench_train.py`, `scaling.py`).
+
+One place for what every figure needs beside its timing: the run's provenance (commit, load
+average, CPU model), XLA's own accounting of a compiled step (FLOPs, bytes, memory,
+collectives), the backend's peak memory, and the two reference measurements a step is compared
+with in the same run: the matmul ceiling and the gradient all-reduce.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import platform
+import re
+import statistics
+import subprocess
+import time
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def loadavg() -> list[float]:
+    """The 1, 5 and 15 minute load averages, rounded."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def git_commit() -> str:
+    """Short commit of the repository, with "+dirty" when tracked files differ from it."""
+
+    def git(*argv: str) -> str:
+        out = subprocess.run(["git", *argv], cwd=REPO_ROOT, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    try:
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return (git("rev-parse", "--short", "HEAD") or "unknown") + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def cpu_model() -> str:
+    """The host CPU's model name (/proc/cpuinfo), or what `platform` knows."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def default_matmul_n() -> int:
+    """Side of the reference matmul: 2048 on CPU (seconds), 8192 on accelerators."""
+    return 2048 if jax.default_backend() == "cpu" else 8192
+
+
+def xla_cost(compiled, n_devices: int) -> tuple[float | None, float | None]:
+    """(FLOPs, bytes accessed) of one call of `compiled`, summed over `n_devices`.
+
+    XLA's cost analysis of an SPMD program reports one device's share, hence the factor. jax
+    returns a dict (0.4.3x and later) or a list of one dict per program (older versions); some
+    backends return None or omit a key.
+    """
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else None
+    if not analysis:
+        return None, None
+    flops, nbytes = analysis.get("flops"), analysis.get("bytes accessed")
+    return (None if flops is None else float(flops) * n_devices,
+            None if nbytes is None else float(nbytes) * n_devices)  # fmt: skip
+
+
+def xla_memory_bytes(compiled) -> int | None:
+    """Per-device bytes XLA assigned to a step: arguments + outputs + temporaries - aliased."""
+    try:
+        m = compiled.memory_analysis()
+    except (NotImplementedError, AttributeError, RuntimeError):
+        return None
+    if m is None:
+        return None
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+               - m.alias_size_in_bytes)  # fmt: skip
+
+
+def collectives(compiled) -> dict | None:
+    """Cross-device collectives in the optimised HLO of a step: {"all-reduce": count, ...}."""
+    try:
+        text = compiled.as_text()
+    except Exception:  # noqa: BLE001 - some backends cannot print their executable
+        return None
+    ops = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
+    return {op: len(re.findall(rf"= [^=]*\b{op}(?:-start)?\(", text)) for op in ops}
+
+
+def peak_device_memory(devices) -> int | None:
+    """Largest `peak_bytes_in_use` over `devices`, or None where the backend has no stats."""
+    peaks = []
+    for d in devices:
+        stats = d.memory_stats() if hasattr(d, "memory_stats") else None
+        if stats and "peak_bytes_in_use" in stats:
+            peaks.append(int(stats["peak_bytes_in_use"]))
+    return max(peaks) if peaks else None
+
+
+def _per_device(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+
+
+def matmul_flops(mesh: Mesh, dtype: str, n: int, reps: int = 5) -> float:
+    """FLOP/s of an (n, n) @ (n, n) matmul on every device of `mesh`, best of `reps` calls.
+
+    Each device multiplies its own pair (a leading device axis, sharded), so the figure is the
+    ceiling of a data-parallel step on the same devices. Inputs in `dtype`, float32
+    accumulation, as the model's layers compute (XLA:CPU then runs bf16 on AMX/oneDNN where the
+    CPU has it; a bf16-output matmul has no such path). Best rather than median: it is the
+    ceiling a step is compared with.
+    """
+    k = mesh.devices.size
+    shard = _per_device(mesh)
+    a = jax.device_put(jnp.full((k, n, n), 0.5, dtype), shard)  # (D, n, n)
+    b = jax.device_put(jnp.full((k, n, n), 0.25, dtype), shard)
+    mm = jax.jit(lambda x, y: jnp.einsum("dij,djk->dik", x, y, preferred_element_type=jnp.float32))
+    jax.block_until_ready(mm(a, b))
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(mm(a, b))
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * k * n**3 / best
+
+
+def allreduce_ms(mesh: Mesh, n_values: int, reps: int = 3) -> float:
+    """Median time of an all-reduce (sum over the devices of `mesh`) of `n_values` float32."""
+    k = mesh.devices.size
+    x = jax.device_put(jnp.ones((k, n_values), jnp.float32), _per_device(mesh))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    reduce = jax.jit(lambda v: v.sum(axis=0), out_shardings=replicated)  # (P,)
+    jax.block_until_ready(reduce(x))
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(reduce(x))
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
