@@ -56,14 +56,12 @@ class DeviceWindows:
     frames: int = flax.struct.field(pytree_node=False)
     tds: int = flax.struct.field(pytree_node=False)
     train: bool = flax.struct.field(pytree_node=False)
-    test_flip: bool = flax.struct.field(pytree_node=False)
     lr_2d: tuple = flax.struct.field(pytree_node=False)
     lr_3d: tuple = flax.struct.field(pytree_node=False)
 
     def gather(self, idx: jax.Array) -> dict[str, jax.Array]:
         """The batch of pair indices `idx` (B,): the keys of `WindowDataset.get_batch` that
-        the steps use ("input_2d", "input_2d_flip" on a test set with test_flip, "gt_3d" when
-        3D is placed, "cam"), bitwise equal to it."""
+        the steps use ("input_2d", "gt_3d" when 3D is placed, "cam"), bitwise equal to it."""
         pad = (self.frames - 1) // 2
         offsets = jnp.asarray((np.arange(self.frames) - pad) * self.tds, jnp.int32)  # (F,)
         seq = self.pair_seq[idx]  # (B,)
@@ -80,8 +78,6 @@ class DeviceWindows:
 
         x2 = mirrored(self.poses_2d[frame], self.lr_2d)  # (B, F, J, 2)
         batch = {"input_2d": x2}
-        if self.test_flip and not self.train:
-            batch["input_2d_flip"] = flip_pose(x2, *self.lr_2d)
         if self.poses_3d is not None:
             if self.train:
                 rows = frame  # (B, F)
@@ -151,7 +147,6 @@ def place_windows(ds: WindowDataset, mesh, *, with_3d: bool) -> DeviceWindows:
         frames=ds.frames,
         tds=ds.tds,
         train=ds.train,
-        test_flip=ds.test_flip,
         lr_2d=ds.lr_2d,
         lr_3d=ds.lr_3d,
     )

@@ -278,7 +278,6 @@ def _datasets(config, cfg: ModelConfig):
         frames=cfg.frames,
         tds=d.tds,
         train=False,
-        test_flip=d.test_flip,
         with_3d=with_3d,
     )
     train_ds = None

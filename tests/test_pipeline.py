@@ -12,6 +12,7 @@ from aptpose_jax import pipeline, sharding, steps
 from aptpose_jax.datasets.sequences import PoseSequences
 from aptpose_jax.datasets.skeleton import H36M_JOINTS_LEFT, H36M_JOINTS_RIGHT
 from aptpose_jax.datasets.windows import WindowDataset
+from aptpose_jax.flip import flip_pose
 from aptpose_jax.masking import MaskSpec, draw_masks
 from aptpose_jax.models import ModelConfig, build_model
 
@@ -40,9 +41,11 @@ def mesh():
 @pytest.mark.parametrize("tds", [1, 2])
 @pytest.mark.parametrize("train,flip", [(True, True), (True, False), (False, True), (False, False)])
 def test_device_gather_is_bitwise_the_host_gather(mesh, frames, tds, train, flip):
+    """Train: the flip augmentation; test: the TTA mirror of the input, made on the device
+    as `steps.tta_forward` makes it, against the host's mirror of the host batch."""
     # Sequences shorter and longer than the window span: border clamping on both sides.
     seqs = _sequences([5, 40, 300, 700])
-    kwargs = dict(flip_augment=flip, stride=2) if train else dict(test_flip=flip)
+    kwargs = dict(flip_augment=flip, stride=2) if train else {}
     ds = WindowDataset(seqs, frames=frames, tds=tds, train=train, **kwargs)
     idx = np.random.default_rng(1).permutation(len(ds))[:64].astype(np.int32)
     if train and flip:
@@ -50,7 +53,16 @@ def test_device_gather_is_bitwise_the_host_gather(mesh, frames, tds, train, flip
     host = ds.get_batch(idx)
     windows = pipeline.place_windows(ds, mesh, with_3d=True)
     idx_dev = jax.device_put(idx, sharding.batch_sharded(mesh))
-    got = jax.device_get(jax.jit(lambda w, i: w.gather(i))(windows, idx_dev))
+
+    def gather(w, i):
+        batch = w.gather(i)
+        if flip and not train:
+            batch["input_2d_flip"] = flip_pose(batch["input_2d"], *ds.lr_2d)
+        return batch
+
+    got = jax.device_get(jax.jit(gather)(windows, idx_dev))
+    if flip and not train:
+        host["input_2d_flip"] = flip_pose(host["input_2d"], *ds.lr_2d)
     expected = {"input_2d", "gt_3d", "cam"} | ({"input_2d_flip"} if flip and not train else set())
     assert set(got) == expected
     for k in expected:

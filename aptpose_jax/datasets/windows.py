@@ -102,9 +102,10 @@ class WindowDataset:
 
     Training: chunk = `stride`, flipped copies after each sequence's pairs when `flip_augment`,
     3D targets for all F frames (`out_all`). Test: every frame (every valid frame when the
-    sequences carry `valid`, 3DHP) is a centre, no flipped pairs, 3D target = centre frame, and
-    `input_2d_flip` holds the flipped window when `test_flip`. With `with_3d=False` (Stage I,
-    which never uses 3D) the 3D poses are neither kept nor gathered.
+    sequences carry `valid`, 3DHP) is a centre, no flipped pairs, 3D target = centre frame; the
+    flipped input of test-time augmentation is made inside the step (`steps.tta_forward`).
+    With `with_3d=False` (Stage I, which never uses 3D) the 3D poses are neither kept nor
+    gathered.
 
     The mirror itself is `aptpose_jax.flip` (one implementation for host, device and TTA);
     `pipeline.py` gathers the same windows on the device from the same index tables.
@@ -121,7 +122,6 @@ class WindowDataset:
         tds: int = 1,
         train: bool,
         flip_augment: bool = True,
-        test_flip: bool = True,
         stride: int = 1,
         with_3d: bool = True,
     ):
@@ -129,7 +129,6 @@ class WindowDataset:
         self.frames = frames
         self.tds = tds
         self.train = train
-        self.test_flip = bool(test_flip) and not train
         self.offsets = window_offsets(frames, tds)  # (F,)
         self.lengths = seqs.lengths  # (S,)
         self.seq_offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
@@ -183,7 +182,7 @@ class WindowDataset:
         """Gathers the samples `indices` (pair indices, any order) into one batch.
 
         Returns:
-          dict with "input_2d" (B, F, J, 2), "input_2d_flip" (test with test_flip),
+          dict with "input_2d" (B, F, J, 2),
           "gt_3d" (B, F, J, 3) train / (B, 1, J, 3) test (absent without 3D),
           "cam" (B, 9), "scale" (B,) ones, "cam_ind" (B,) int32, "group" (B,) int32 (index
           into `group_names`), "subject" (B,) int32 (index into `subject_names`), "bb_box"
@@ -196,8 +195,6 @@ class WindowDataset:
         x2 = self.poses_2d[frame_idx]  # (B, F, J, 2)
         self._flip_rows(x2, flip_rows, self.lr_2d)
         batch = {"input_2d": x2}
-        if self.test_flip:
-            batch["input_2d_flip"] = flip_pose(x2, *self.lr_2d)
         if self.poses_3d is not None:
             if self.train:
                 x3 = self.poses_3d[frame_idx]  # (B, F, J, 3)
