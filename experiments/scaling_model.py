@@ -21,7 +21,8 @@ all-reduce with the backward pass is assumed (a pessimistic bound on communicati
 For the fake CPU devices of this machine the same formula is checked against every measured
 point with peak = the matmul FLOP/s measured on the same n devices in the same run (the fake
 devices share the same cores, so the aggregate peak does not grow with n), bw from the measured
-all-reduce, and eta calibrated once per (stage, dtype) from the one-device points.
+all-reduce, and eta calibrated on one point per (stage, dtype): every other point is out of
+sample.
 """
 
 from __future__ import annotations
@@ -139,25 +140,24 @@ def stage_costs(rows: list[dict]) -> dict:
 def cpu_predictions(rows: list[dict]) -> list[dict]:
     """The model against every measured train-step row: prediction, residual (measured - model).
 
-    Calibration: eta per (stage, dtype) = median utilisation of the one-device points (so
-    their residuals show only the batch dependence the model ignores); the multi-device points
-    are out of sample.
+    Calibration: eta per (stage, dtype, frames) = the utilisation of ONE point, the
+    fewest-device point with the smallest batch (`calibration=True`); every other point of the
+    group is out of sample: its residual tests the model's batch and device dependence.
     """
     steps = [r for r in rows if r["kind"] == "train_step" and r.get("utilisation")]
-    eta = {}
     ident = lambda r: (r["stage"], r["dtype"], r["frames"])  # noqa: E731
-    for key in {ident(r) for r in steps}:
-        group = [r for r in steps if ident(r) == key]
-        fewest = min(r["device_count"] for r in group)
-        eta[key] = statistics.median(r["utilisation"] for r in group if r["device_count"] == fewest)
+    anchor = {}
+    for r in sorted(steps, key=lambda r: (r["device_count"], r["per_device_batch"])):
+        anchor.setdefault(ident(r), r)
     out = []
     for r in steps:
-        e = eta[ident(r)]
+        a = anchor[ident(r)]
+        e = a["utilisation"]
         compute = r["global_batch"] * r["flops_per_sample"] / (e * r["matmul_gflops"] * 1e9)
         allreduce = r["allreduce_ms"] / 1e3 if r["device_count"] > 1 else 0.0  # n=1: no reduce
         pred = r.get("host_overhead_ms", 0.0) / 1e3 + compute + allreduce
         meas = r["step_ms"] / 1e3
-        out.append(dict(r, eta=e, model_ms=round(1e3 * pred, 1),
+        out.append(dict(r, eta=e, calibration=r is a, model_ms=round(1e3 * pred, 1),
                         residual_pct=round(100 * (meas - pred) / pred, 1)))  # fmt: skip
     return out
 

@@ -157,20 +157,25 @@ def inputs_table(rows: list[dict]) -> list[str]:
 
 def residual_table(rows: list[dict]) -> list[str]:
     out = [
-        "| stage | dtype | devices | batch/dev | eta (calibrated) | measured ms | model ms "
+        "| stage | dtype | devices | batch/dev | role | eta | measured ms | model ms "
         "| residual % |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     preds = sorted(
         model.cpu_predictions(rows),
         key=lambda r: (r["stage"], r["dtype"], r["device_count"], r["per_device_batch"]),
     )
     for r in preds:
+        role = "calibration" if r["calibration"] else "out of sample"
         out.append(
             f"| {r['stage']} | {r['dtype']} | {r['device_count']} | {r['per_device_batch']} "
-            f"| {r['eta']:.3f} | {r['step_ms']:,.0f} | {r['model_ms']:,.0f} | "
+            f"| {role} | {r['eta']:.3f} | {r['step_ms']:,.0f} | {r['model_ms']:,.0f} | "
             f"{r['residual_pct']:+.1f} |"
         )
+    tested = [abs(r["residual_pct"]) for r in preds if not r["calibration"]]
+    if tested:
+        out += ["", f"Out of sample: {len(tested)} points, median |residual| "
+                f"{statistics.median(tested):.1f}%, largest {max(tested):.1f}%."]  # fmt: skip
     return out
 
 

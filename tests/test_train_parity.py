@@ -120,6 +120,11 @@ def one_step(request, fixtures_dir, batch):
     return stage, before, new, metrics, grads
 
 
+def _section(npz, prefix: str) -> dict:
+    """The fixture arrays under `prefix`, keyed by the rest of their name (a torch key)."""
+    return {k[len(prefix) :]: v for k, v in npz.items() if k.startswith(prefix)}
+
+
 def test_loss_and_terms(one_step, train_ref):
     stage, _, _, metrics, _ = one_step
     npz, _ = train_ref
@@ -135,8 +140,7 @@ def test_loss_and_terms(one_step, train_ref):
 def test_gradients(one_step, train_ref):
     stage, _, _, _, grads = one_step
     npz, meta = train_ref
-    prefix = f"{stage}_grad/"
-    ref_grads = {k[len(prefix) :]: v for k, v in npz.items() if k.startswith(prefix)}
+    ref_grads = _section(npz, f"{stage}_grad/")
     no_grad = set(meta[stage]["params_without_grad"])  # the never-applied final norms (Q6)
     assert set(ref_grads) | no_grad == set(grads) and not set(ref_grads) & no_grad
     for k in no_grad:
@@ -159,8 +163,7 @@ def test_batchnorm_statistics_after_forward(one_step, train_ref):
     stage, _, new, _, _ = one_step
     npz, _ = train_ref
     ours = _torch_flat(new.batch_stats)
-    prefix = f"{stage}_bn_after/"
-    ref_stats = {k[len(prefix) :]: v for k, v in npz.items() if k.startswith(prefix)}
+    ref_stats = _section(npz, f"{stage}_bn_after/")
     assert set(ours) == set(ref_stats)
     errs = {k: rel_err(ours[k], v) for k, v in ref_stats.items()}
     assert max(errs.values()) <= RTOL, max(errs.items(), key=lambda kv: kv[1])
@@ -170,8 +173,7 @@ def test_parameters_after_one_amsgrad_step(one_step, train_ref):
     stage, before, new, _, grads = one_step
     npz, meta = train_ref
     ours = _torch_flat(new.params)
-    prefix = f"{stage}_param_after/"
-    ref_after = {k[len(prefix) :]: v for k, v in npz.items() if k.startswith(prefix)}
+    ref_after = _section(npz, f"{stage}_param_after/")
     no_grad = set(meta[stage]["params_without_grad"])  # torch's Adam skips them; so do we
     assert set(ours) == set(ref_after) | no_grad
     for k in no_grad:
