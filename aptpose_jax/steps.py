@@ -27,7 +27,7 @@ from flax import nnx
 
 from aptpose_jax import flip, losses, pipeline
 from aptpose_jax.masking import Masks, MaskSpec, draw_masks, no_masks
-from aptpose_jax.models import layers
+from aptpose_jax.models import kernels
 from aptpose_jax.refine import refine_centre
 
 
@@ -186,7 +186,7 @@ def tta_forward(model, x: jax.Array, masks: Masks | None, cfg: StepConfig) -> ja
     The one inference core: the eval step, `Predictor` and the serving export all call it.
 
     The flipped input is computed here from `x`, with the same masks as the input (§1.10).
-    How the two inputs run is a per-backend choice (`layers.kernel_choice`):
+    How the two inputs run is a per-backend choice (`kernels.kernel_choice`):
 
     * "plain" (GPU, TPU): ONE forward pass over 2B samples, interleaved (sample i at row 2i,
       its mirror at 2i+1, so a batch sharded over devices stays local; per-sample masks
@@ -211,7 +211,7 @@ def tta_forward(model, x: jax.Array, masks: Masks | None, cfg: StepConfig) -> ja
     if not cfg.test_flip:
         return _forward(model, x, masks)[name]
     x_flip = flip.flip_pose(x, *cfg.input_lr)
-    if layers.kernel_choice() == "cpu":
+    if kernels.kernel_choice() == "cpu":
         out, out_flip = _forward(model, x, masks)[name], _forward(model, x_flip, masks)[name]
         return flip.tta_average(out, out_flip, cfg.joints_left, cfg.joints_right)
     b = x.shape[0]

@@ -62,7 +62,7 @@ import measure  # noqa: E402
 
 from aptpose_jax import run_builder, sharding  # noqa: E402
 from aptpose_jax.datasets.demo import ensure_demo_data  # noqa: E402
-from aptpose_jax.models.layers import kernel_choice  # noqa: E402
+from aptpose_jax.models.kernels import kernel_choice  # noqa: E402
 from aptpose_jax.train import epoch_order, learning_rate  # noqa: E402
 
 CONFIGS = {"pretrain": "h36m_pretrain", "finetune": "h36m_finetune"}

@@ -9,15 +9,16 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-import pytest  # noqa: E402
+# Tests build many small models with identical shapes in fresh `jax.jit`s, and many run
+# `python -m aptpose_jax.main` in subprocesses: a persistent compilation cache (per test
+# session, in the environment so that the subprocesses share it) turns repeats into hits.
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ.get(
+    "APTPOSE_TEST_JIT_CACHE"
+) or tempfile.mkdtemp(prefix="aptpose_jit_")
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
-# Tests build many small models with identical shapes in fresh `jax.jit`s: a persistent
-# compilation cache (per test session) turns the repeats into cache hits.
-_CACHE = os.environ.get("APTPOSE_TEST_JIT_CACHE") or tempfile.mkdtemp(prefix="aptpose_jit_")
-jax.config.update("jax_compilation_cache_dir", _CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES_DIR = REPO_ROOT.parent / "shared" / "reference" / "fixtures"

@@ -9,17 +9,17 @@ import pytest
 from flax import nnx
 
 from aptpose_jax.masking import no_masks
-from aptpose_jax.models import ModelConfig, build_model, layers
+from aptpose_jax.models import ModelConfig, build_model, kernels, layers
 
 
 def test_auto_choice_is_the_cpu_kernels_on_cpu_and_the_override_is_checked(monkeypatch):
     monkeypatch.delenv("APTPOSE_KERNELS", raising=False)
-    assert jax.default_backend() == "cpu" and layers.kernel_choice() == "cpu"
+    assert jax.default_backend() == "cpu" and kernels.kernel_choice() == "cpu"
     monkeypatch.setenv("APTPOSE_KERNELS", "plain")
-    assert layers.kernel_choice() == "plain"
+    assert kernels.kernel_choice() == "plain"
     monkeypatch.setenv("APTPOSE_KERNELS", "gpu")
     with pytest.raises(ValueError, match="APTPOSE_KERNELS"):
-        layers.kernel_choice()
+        kernels.kernel_choice()
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -28,7 +28,7 @@ def test_custom_vjp_matmul_equals_plain_matmul_and_its_gradients(dtype):
     w = jax.random.normal(jax.random.key(12), (24, 40))
     g = jax.random.normal(jax.random.key(13), (3, 7, 40))
     outs = []
-    for fn in (layers.transposed_residual_matmul, layers.plain_matmul):
+    for fn in (kernels.transposed_residual_matmul, kernels.plain_matmul):
         y, vjp = jax.vjp(lambda x, w, fn=fn: fn(x, w, dtype), x, w)
         outs.append((y, *vjp(g)))
     np.testing.assert_array_equal(np.asarray(outs[0][0]), np.asarray(outs[1][0]))  # same op
@@ -45,18 +45,18 @@ def test_custom_vjp_matmul_equals_plain_matmul_and_its_gradients(dtype):
 def test_both_dropout_masks_keep_one_minus_rate_and_scale_alike(rate):
     shape = (1000, 1000)
     x = jnp.ones(shape)
-    for kernels in ("cpu", "plain"):
-        keep = layers.dropout_keep_mask(jax.random.key(5), shape, rate, kernels)
+    for choice in ("cpu", "plain"):
+        keep = kernels.dropout_keep_mask(jax.random.key(5), shape, rate, choice)
         assert keep.dtype == jnp.bool_ and keep.shape == shape
         n = keep.size
         frac = float(keep.mean())
         sigma = np.sqrt(rate * (1 - rate) / n)
-        assert abs(frac - (1 - rate)) < 6 * sigma, (kernels, frac)
+        assert abs(frac - (1 - rate)) < 6 * sigma, (choice, frac)
         # Independent of position: rows and columns keep alike.
         assert abs(float(keep[:, :500].mean()) - float(keep[:, 500:].mean())) < 12 * sigma
-    for kernels in ("cpu", "plain"):
+    for choice in ("cpu", "plain"):
         with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("APTPOSE_KERNELS", kernels)
+            mp.setenv("APTPOSE_KERNELS", choice)
             drop = layers.Dropout(rate, rngs=nnx.Rngs(dropout=0))
             y = np.asarray(drop(x))
         kept = y[y != 0]
@@ -77,8 +77,8 @@ def test_model_gradients_are_the_same_with_either_kernel_set(monkeypatch):
         return jnp.mean(m(x, masks)["pose"] ** 2)
 
     grads = []
-    for kernels in ("cpu", "plain"):
-        monkeypatch.setenv("APTPOSE_KERNELS", kernels)
+    for choice in ("cpu", "plain"):
+        monkeypatch.setenv("APTPOSE_KERNELS", choice)
         grads.append(jax.jit(jax.value_and_grad(loss))(params))  # traced anew: new choice
     (la, ga), (lb, gb) = grads
     assert float(la) == pytest.approx(float(lb), rel=1e-6)

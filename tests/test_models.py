@@ -234,7 +234,7 @@ def test_refine_blends_uv_only(lifter):
 
 
 def test_matmul_custom_vjp_matches_autodiff():
-    from aptpose_jax.models.layers import matmul
+    from aptpose_jax.models.kernels import matmul
 
     x = jax.random.normal(jax.random.key(11), (2, 5, 6))
     w = jax.random.normal(jax.random.key(12), (6, 4))
