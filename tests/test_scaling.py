@@ -20,7 +20,8 @@ def _load(name: str):
     return module
 
 
-TINY = ["--frames", "9", "--layers", "1", "--channel", "16", "--d_hid", "32", "--steps", "2"]
+TINY = ["--frames", "9", "--layers", "1", "--channel", "16", "--d_hid", "32", "--steps", "2",
+        "--matmul_n", "256"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
