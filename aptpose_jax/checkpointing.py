@@ -28,13 +28,30 @@ from absl import logging
 from aptpose_jax.errors import ConfigError, MissingFileError
 
 
-# One replica writes each array. Orbax's default, replica-parallel saving, cuts every
-# replicated array into per-device slices with eager ops: with 8 (fake CPU) devices that made
-# one save of a small model take ~8 s. The state here is replicated and small (9 M parameters
-# at the paper's size), so one writer per array is the faster choice on every backend.
-ocp.type_handlers.register_type_handler(
-    jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True
-)
+def _one_writer_per_array() -> None:
+    """Makes orbax write each jax.Array from one replica (once per process, quietly).
+
+    Orbax's default, replica-parallel saving, cuts every replicated array into per-device
+    slices with eager ops: with 8 (fake CPU) devices that made one save of a small model take
+    ~8 s. The state here is replicated and small (9 M parameters at the paper's size), so one
+    writer per array is the faster choice on every backend. Orbax logs a warning when a
+    handler is replaced; it is silenced here (nothing is wrong).
+    """
+    global _ONE_WRITER
+    if _ONE_WRITER:
+        return
+    level = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        ocp.type_handlers.register_type_handler(
+            jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True
+        )
+    finally:
+        logging.set_verbosity(level)
+    _ONE_WRITER = True
+
+
+_ONE_WRITER = False
 
 
 def _abs(path: str | os.PathLike) -> str:
@@ -59,6 +76,7 @@ class RunCheckpoints:
     def __init__(self, workdir: str | os.PathLike, keep: int = 2):
         if keep < 1:
             raise ConfigError(f"checkpoint.keep must be >= 1, got {keep}")
+        _one_writer_per_array()
 
         # Multi-process: both managers save the same step, so their barriers need their own
         # names (orbax keys them by step directory name otherwise, and they would collide).
