@@ -36,7 +36,7 @@ demo-clean:
 test: install-test
 	$(PY) -m pytest -q tests
 
-# The slow soak tests (deselected by `make test`): ten kill -9s of a small demo run.
+# The slow soak test (deselected by `make test`): ten kill -9s of a small demo run.
 test-slow: install-test
 	$(PY) -m pytest -q -m slow tests
 
