@@ -17,6 +17,7 @@ directories never contradict each other after a kill.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from absl import logging
 from aptpose_jax.errors import ConfigError, MissingFileError
 
 
+@functools.cache
 def _one_writer_per_array() -> None:
     """Makes orbax write each jax.Array from one replica (once per process, quietly).
 
@@ -37,9 +39,6 @@ def _one_writer_per_array() -> None:
     writer per array is the faster choice on every backend. Orbax logs a warning when a
     handler is replaced; it is silenced here (nothing is wrong).
     """
-    global _ONE_WRITER
-    if _ONE_WRITER:
-        return
     level = logging.get_verbosity()
     logging.set_verbosity(logging.ERROR)
     try:
@@ -48,10 +47,6 @@ def _one_writer_per_array() -> None:
         )
     finally:
         logging.set_verbosity(level)
-    _ONE_WRITER = True
-
-
-_ONE_WRITER = False
 
 
 def _abs(path: str | os.PathLike) -> str:

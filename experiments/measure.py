@@ -18,7 +18,9 @@ import time
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
+
+from aptpose_jax import sharding
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -107,10 +109,6 @@ def peak_device_memory(devices) -> int | None:
     return max(peaks) if peaks else None
 
 
-def _per_device(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
-
-
 def matmul_flops(mesh: Mesh, dtype: str, n: int, reps: int = 5) -> float:
     """FLOP/s of an (n, n) @ (n, n) matmul on every device of `mesh`, best of `reps` calls.
 
@@ -121,7 +119,7 @@ def matmul_flops(mesh: Mesh, dtype: str, n: int, reps: int = 5) -> float:
     ceiling a step is compared with.
     """
     k = mesh.devices.size
-    shard = _per_device(mesh)
+    shard = sharding.batch_sharded(mesh)
     a = jax.device_put(jnp.full((k, n, n), 0.5, dtype), shard)  # (D, n, n)
     b = jax.device_put(jnp.full((k, n, n), 0.25, dtype), shard)
     mm = jax.jit(lambda x, y: jnp.einsum("dij,djk->dik", x, y, preferred_element_type=jnp.float32))
@@ -137,9 +135,8 @@ def matmul_flops(mesh: Mesh, dtype: str, n: int, reps: int = 5) -> float:
 def allreduce_ms(mesh: Mesh, n_values: int, reps: int = 3) -> float:
     """Median time of an all-reduce (sum over the devices of `mesh`) of `n_values` float32."""
     k = mesh.devices.size
-    x = jax.device_put(jnp.ones((k, n_values), jnp.float32), _per_device(mesh))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    reduce = jax.jit(lambda v: v.sum(axis=0), out_shardings=replicated)  # (P,)
+    x = jax.device_put(jnp.ones((k, n_values), jnp.float32), sharding.batch_sharded(mesh))
+    reduce = jax.jit(lambda v: v.sum(axis=0), out_shardings=sharding.replicated(mesh))  # (P,)
     jax.block_until_ready(reduce(x))
     times = []
     for _ in range(reps):
