@@ -131,6 +131,32 @@ def _loss(cfg: StepConfig, out, batch, masks):
     return loss, {"loss": loss, "mpjpe": mpjpe, **{f"loss_{k}": v for k, v in terms.items()}}
 
 
+def make_train_forward(graphdef, rest, cfg: StepConfig):
+    """Builds `forward(params, batch_stats, batch, key) -> (out, masks, batch_stats)`.
+
+    The training-mode forward pass the train step differentiates: masks drawn from `key` (or
+    the batch's recorded `masks`), dropout seeded from `key`, BatchNorm normalising with batch
+    statistics and returning its updated running statistics. `out` holds the model's float32
+    outputs (plus `pose_refined` when `cfg.refine`). Tests of dropout statistics call it
+    directly, so they exercise exactly the code that trains.
+    """
+
+    def forward(params, batch_stats, batch, key):
+        mask_key, dropout_key = jax.random.split(key)
+        masks = batch.get("masks")  # given masks (recorded ones, test fixtures) win
+        if masks is None:
+            masks = _masks(cfg, mask_key, batch["input_2d"].shape[0], use=True)
+        # Fresh Variables inside this trace, so that BatchNorm and reseeding may write them.
+        model = nnx.merge(graphdef, *jax.tree.map(lambda v: v, (params, batch_stats, rest)))
+        nnx.reseed(model, dropout=dropout_key)
+        out = _forward(model, batch["input_2d"], masks)
+        if cfg.refine:
+            out["pose_refined"] = refine_centre(model, out["pose"], batch)
+        return out, masks, nnx.state(model, nnx.BatchStat)
+
+    return forward
+
+
 def make_train_step(graphdef, rest, cfg: StepConfig, tx: optax.GradientTransformation):
     """Builds `train_step(state, batch, key, lr) -> (state, metrics)` (not yet jitted).
 
@@ -144,25 +170,15 @@ def make_train_step(graphdef, rest, cfg: StepConfig, tx: optax.GradientTransform
       tx: gradient transformation producing unit-lr updates (Adam/AMSGrad direction); the
         learning rate is applied here so that changing it per epoch needs no recompile.
     """
+    forward = make_train_forward(graphdef, rest, cfg)
 
     def train_step(state: TrainState, batch, key, lr):
         batch = pipeline.materialize(batch)
-        mask_key, dropout_key = jax.random.split(key)
-        masks = batch.get("masks")  # given masks (recorded ones, test fixtures) win
-        if masks is None:
-            masks = _masks(cfg, mask_key, batch["input_2d"].shape[0], use=True)
 
         def loss_fn(params):
-            # Fresh Variables inside this trace, so that BatchNorm and reseeding may write them.
-            model = nnx.merge(
-                graphdef, *jax.tree.map(lambda v: v, (params, state.batch_stats, rest))
-            )
-            nnx.reseed(model, dropout=dropout_key)
-            out = _forward(model, batch["input_2d"], masks)
-            if cfg.refine:
-                out["pose_refined"] = refine_centre(model, out["pose"], batch)
+            out, masks, batch_stats = forward(params, state.batch_stats, batch, key)
             loss, metrics = _loss(cfg, out, batch, masks)
-            return loss, (metrics, nnx.state(model, nnx.BatchStat))
+            return loss, (metrics, batch_stats)
 
         grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)

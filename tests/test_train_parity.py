@@ -4,17 +4,15 @@ One deterministic training step per stage (dropout at p=0, BatchNorm with batch 
 fixture's masks and targets) goes through `steps.make_train_step`, the function training uses,
 and is compared array by array with the reference: ||ours - ref|| / ||ref|| <= 1e-5 for the loss
 (and the four Stage II terms), the gradient of every parameter, the BatchNorm running statistics
-after the forward and every parameter after one AMSGrad step at lr 1e-3. A second test compares
-the loss distribution over dropout keys at p=0.1 with the reference's 256 torch seeds.
+after the forward and every parameter after one AMSGrad step at lr 1e-3. With dropout at p=0.1, the summed
+per-element output variance over dropout keys is compared with the reference's 256 torch seeds
+(and, for Stage I, the mean loss).
 
-Two facts shape these tests (both are findings, not tolerances):
+The fixture's Stage II bone terms use the official `get_BoneVecbypose3d` (parent - child, Q12),
+the pairs of `skeleton.H36M_BONE_PAIRS`, which the step is given as training gives them.
 
-* The fixture's Stage II bone terms use bone vectors of the OPPOSITE sign (child - parent) to the
-  official `get_BoneVecbypose3d` (parent - child, Q12), which the evaluation fixture and our
-  `losses.bone_vectors` follow (`test_losses_metrics.test_lifter_loss_terms`). With the official
-  sign every pose term, BatchNorm statistic and pose-head gradient matches, and the bone terms
-  do not; with the fixture's sign everything matches. `test_fixture_bone_sign` pins that down;
-  the other Stage II tests feed the fixture's sign through `StepConfig.bone_pairs`.
+One fact shapes these tests (a finding, not a tolerance):
+
 * Some parameters have an exactly zero gradient in training mode: biases feeding a batch-
   statistics BatchNorm (the mean is subtracted), the attention key biases (softmax is shift-
   invariant) and, in Stage II, the bias of the strided transformer's last feed-forward (whose
@@ -31,7 +29,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from aptpose_jax import losses, steps
+from aptpose_jax import steps
 from aptpose_jax.convert import load_pth
 from aptpose_jax.convert.mapping import to_torch_layout, torch_key
 from aptpose_jax.datasets.skeleton import H36M_BONE_PAIRS
@@ -44,9 +42,16 @@ RTOL = 1e-5
 # our model on the same float32 weights, while our float32 gradients are within 7.1e-6 of it).
 GRAD_RTOL = 2e-5
 NOISE_FLOOR = 1e-7  # |gradient| below this times the largest one: rounding noise of a zero
+# An entry whose |gradient| is within this many times its tensor's largest measured gradient
+# difference (ours vs the reference) has no defined AMSGrad direction either: the first step
+# is g / (|g| + eps), about sign(g), and float32 rounding decides g there. On the regenerated
+# fixture this covers 115 of Stage II's 456,654 entries (e.g. encoder4.layers.0.w2.weight:
+# ours -4.8e-8, reference -1.6e-7, against a largest gradient of 0.48); without it those few
+# entries alone put that tensor at 1.2e-5.
+ROUNDING_MARGIN = 2.0
 LR = 1e-3
 B1 = 0.9  # torch_amsgrad's default, as in the reference optimiser
-FIXTURE_BONE_PAIRS = tuple((b, a) for a, b in H36M_BONE_PAIRS)  # child - parent (see above)
+TX = torch_amsgrad()
 STAGES = {"stage1": ("stage1_f27.pth", "pretrain"), "stage2": ("stage2_f27.pth", "lifter")}
 # Parameters whose exact training-mode gradient is zero (module docstring).
 ZERO_GRAD = re.compile(
@@ -87,18 +92,23 @@ def batch(ref):
     }
 
 
-def _train_step(fixtures_dir, stage: str, dropout: float, bone_pairs=FIXTURE_BONE_PAIRS):
-    """(initial TrainState, un-jitted train step) for the fixture weights of `stage`."""
+def _step_parts(fixtures_dir, stage: str, dropout: float):
+    """(graphdef, rest, StepConfig, initial TrainState) for the fixture weights of `stage`."""
     pth, kind = STAGES[stage]
     ratio = {"temporal_ratio": 0.5} if kind == "pretrain" else {}
     model, _ = load_pth(fixtures_dir / pth, dropout=dropout, **ratio)
     model.train()
     graphdef, params, batch_stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
     spec = MaskSpec(frames=27, temporal_ratio=0.5 if kind == "pretrain" else 0.0)
-    cfg = steps.StepConfig(stage=kind, mask_spec=spec, bone_pairs=tuple(bone_pairs))
-    tx = torch_amsgrad()
-    state = steps.TrainState(params, batch_stats, tx.init(params), jnp.zeros((), jnp.int32))
-    return state, steps.make_train_step(graphdef, rest, cfg, tx)
+    cfg = steps.StepConfig(stage=kind, mask_spec=spec, bone_pairs=H36M_BONE_PAIRS)
+    state = steps.TrainState(params, batch_stats, TX.init(params), jnp.zeros((), jnp.int32))
+    return graphdef, rest, cfg, state
+
+
+def _train_step(fixtures_dir, stage: str, dropout: float):
+    """(initial TrainState, un-jitted train step) for the fixture weights of `stage`."""
+    graphdef, rest, cfg, state = _step_parts(fixtures_dir, stage, dropout)
+    return state, steps.make_train_step(graphdef, rest, cfg, TX)
 
 
 def _torch_flat(tree) -> dict[str, np.ndarray]:
@@ -184,7 +194,8 @@ def test_parameters_after_one_amsgrad_step(one_step, train_ref):
         g_ref = npz[f"{stage}_grad/{k}"]
         # Entries whose exact gradient is zero hold rounding noise, which AMSGrad normalises
         # into a step of arbitrary sign: only its size (<= lr) is defined, on both sides.
-        noise = (np.abs(g_ref) <= floor) & (np.abs(grads[k]) <= floor)
+        floor_k = max(floor, ROUNDING_MARGIN * np.abs(grads[k] - g_ref).max())
+        noise = (np.abs(g_ref) <= floor_k) & (np.abs(grads[k]) <= floor_k)
         if ZERO_GRAD.search(k):
             noise[...] = True
         n_noise += int((noise & ((g_ref != 0) | (grads[k] != 0))).sum())
@@ -200,25 +211,6 @@ def test_parameters_after_one_amsgrad_step(one_step, train_ref):
     assert worst[1] <= 1e-3, worst
 
 
-def test_fixture_bone_sign(fixtures_dir, batch, train_ref):
-    """The train fixture's bone terms follow child - parent, the official code parent - child."""
-    npz, _ = train_ref
-    want = npz["stage2_train_loss_terms"]
-    model, _ = load_pth(fixtures_dir / "stage2_f27.pth", dropout=0.0)
-    model.train()
-    graphdef, state = nnx.split(model)
-    forward = jax.jit(lambda st: nnx.merge(graphdef, st)(batch["input_2d"], batch["masks"]))
-    out = forward(state)  # training mode: BatchNorm with batch statistics
-    for pairs, name in ((H36M_BONE_PAIRS, "official"), (FIXTURE_BONE_PAIRS, "fixture")):
-        _, terms = losses.lifter_loss(out, batch["gt_3d"], bone_pairs=pairs)
-        got = np.array([terms[k] for k in ("pose_seq", "pose", "bones_seq", "bones")])
-        assert rel_err(got[:2], want[:2]) <= RTOL  # the pose terms do not depend on the sign
-        if name == "fixture":
-            assert rel_err(got[2:], want[2:]) <= RTOL
-        else:  # fails once the fixture is regenerated with the official sign
-            assert rel_err(got[2:], want[2:]) > 1e-3
-
-
 def _dropout_losses(fixtures_dir, batch, stage: str, rate: float, n_keys: int) -> np.ndarray:
     state, train_step = _train_step(fixtures_dir, stage, dropout=rate)
     keys = jax.random.split(jax.random.key(8), n_keys)
@@ -226,22 +218,68 @@ def _dropout_losses(fixtures_dir, batch, stage: str, rate: float, n_keys: int) -
     return np.asarray(loss(keys), np.float64)
 
 
-@pytest.mark.parametrize("stage", ["stage1", "stage2"])
-def test_dropout_loss_statistics(fixtures_dir, batch, train_ref, stage):
-    """Dropout sites, rate and scaling: the mean loss over 256 keys agrees with 256 torch seeds.
+def test_dropout_loss_mean_stage1(fixtures_dir, batch, train_ref):
+    """Stage I dropout: the mean loss over 256 keys agrees with the reference's 256 torch seeds.
 
-    Checked by hand with wrong rates (256 keys): Stage I fails at 0.2 (z = -5.2). The Stage II
-    mean hardly depends on the rate (z = -0.3 at 0.2, -1.3 at 0.3, -3.3 at 0.5, while the
-    reference's own standard error is 0.0045), so there only a grossly wrong rate fails, and
-    the spread check below catches dropout switched off.
+    Checked by hand with a wrong rate (256 keys): 0.2 fails (z = -5.2). Stage II has no such
+    test: its mean loss hardly depends on the rate (z = -0.3 at 0.2), so it could not fail;
+    the output-variance test below covers both stages.
     """
     npz, _ = train_ref
-    theirs = np.asarray(npz[f"{stage}_dropout_losses"], np.float64)
-    ours = _dropout_losses(fixtures_dir, batch, stage, 0.1, 256)
+    theirs = np.asarray(npz["stage1_dropout_losses"], np.float64)
+    ours = _dropout_losses(fixtures_dir, batch, "stage1", 0.1, 256)
     se = np.sqrt(ours.var(ddof=1) / ours.size + theirs.var(ddof=1) / theirs.size)
     z = (ours.mean() - theirs.mean()) / se
-    print(f"\n{stage}: ours {ours.mean():.5f} +- {ours.std():.5f}, ref {theirs.mean():.5f} "
+    print(f"\nstage1: ours {ours.mean():.5f} +- {ours.std():.5f}, ref {theirs.mean():.5f} "
           f"+- {theirs.std():.5f}, z = {z:.2f}")  # fmt: skip
     assert abs(z) < 3
-    # Dropout is really on: the spread is the reference's, not that of a deterministic model.
-    assert 0.5 < ours.std() / theirs.std() < 2.0
+
+
+# Summed-variance ratio band (ours / official) for the dropout output test.
+VAR_BAND = (0.85, 1.15)
+DROPOUT_OUTPUTS = {"stage1": ("recon",), "stage2": ("pose_seq", "pose", "bones_seq", "bones")}
+
+
+def dropout_output_variance(fixtures_dir, batch, stage: str, rate: float, n_keys: int) -> dict:
+    """{output: summed per-element variance (ddof 1) over `n_keys` dropout keys}.
+
+    Runs `steps.make_train_forward`, the forward pass the train step differentiates (train
+    mode: dropout on, BatchNorm with batch statistics), on the fixture batch and masks.
+    """
+    graphdef, rest, cfg, state = _step_parts(fixtures_dir, stage, dropout=rate)
+    forward = steps.make_train_forward(graphdef, rest, cfg)
+    keys = jax.random.split(jax.random.key(8), n_keys)
+    outs = jax.jit(jax.vmap(lambda k: forward(state.params, state.batch_stats, batch, k)[0]))
+    out = outs(keys)
+    return {
+        name: float(np.asarray(out[name], np.float64).var(axis=0, ddof=1).sum())
+        for name in DROPOUT_OUTPUTS[stage]
+    }
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2"])
+def test_dropout_output_variance(fixtures_dir, batch, train_ref, stage):
+    """Dropout sites, rate and scaling: the summed output variance over 128 keys is the
+    reference's (256 torch seeds) within VAR_BAND, for every output.
+
+    Checked by hand (128 keys, this test's code; ratios at the right rate 0.1: 1.007 for
+    Stage I, 0.96-1.00 for the four Stage II outputs):
+
+    * rate 0.2: Stage I recon 1.94, Stage II pose_seq 1.70 and bones_seq 1.69: fails.
+    * one dropout site too many: a `Dropout` on the input of the vanilla transformer (after the
+      positional embedding) gives 2.41 (Stage I) and 1.28 / 1.29 (pose_seq / bones_seq); on
+      the output of every SEM encoder 1.20 and 1.38 / 1.37: fails for both stages. Stage II's
+      variance is dominated by those early sites: an extra dropout inside the transformer (on
+      the feed-forward output: 1.08 / 1.08; on the attention output: 1.03 / 1.03) stays in the
+      band there, while Stage I still fails on it (1.23, 1.17).
+    """
+    npz, _ = train_ref
+    ours = dropout_output_variance(fixtures_dir, batch, stage, 0.1, 128)
+    ratios = {
+        name: v / float(np.asarray(npz[f"{stage}_dropout_out_var/{name}"], np.float64).sum())
+        for name, v in ours.items()
+    }
+    print(f"\n{stage} summed-variance ratios ours/official:",
+          {k: f"{v:.3f}" for k, v in ratios.items()})  # fmt: skip
+    lo, hi = VAR_BAND
+    assert all(lo <= r <= hi for r in ratios.values()), ratios
