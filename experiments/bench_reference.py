@@ -101,7 +101,8 @@ def load_official(path: str) -> types.SimpleNamespace:
     missing = [f for f in (MODEL_FILE, UTILS_FILE) if not (root / f).is_file()]
     if missing:
         raise OfficialCodeError(
-            f"--official {path}: not a checkout of wenwen12321/APTPose (missing {', '.join(missing)})"
+            f"--official {path}: not a checkout of wenwen12321/APTPose "
+            f"(missing {', '.join(missing)})"
         )
     sys.path.insert(0, str(root))  # the official modules import `model.block...` from there
     try:
@@ -199,8 +200,8 @@ def official_loss(outputs, batch, off, opt):
     scale = batch["scale"]
     pose, pose_all = _scaled(pose, scale, j, opt), _scaled(pose_all, scale, j, opt)
     bone, bone_all = _scaled(bone, scale, j - 1, opt), _scaled(bone_all, scale, j - 1, opt)
-    return (off.mpjpe(pose_all, target) + off.mpjpe(pose, target_single)
-            + 0.5 * off.mpjpe(bone_all, bones_gt) + 0.5 * off.mpjpe(bone, bones_gt_single))  # fmt: skip
+    poses = off.mpjpe(pose_all, target) + off.mpjpe(pose, target_single)
+    return poses + 0.5 * off.mpjpe(bone_all, bones_gt) + 0.5 * off.mpjpe(bone, bones_gt_single)
 
 
 def flip_tta(model, x_tta, masks, opt):
@@ -211,7 +212,7 @@ def flip_tta(model, x_tta, masks, opt):
         out[:, 0] *= -1
         out[:, :, :, left + right] = out[:, :, :, right + left]
     plain = model(_to_model_input(x_tta[:, 0], opt), *masks)
-    return [(a + b) / 2 for a, b in zip(plain, flip)]
+    return [(a + b) / 2 for a, b in zip(plain, flip, strict=True)]
 
 
 class Bench:
@@ -381,7 +382,8 @@ def bench_one(off, opt, args, common: dict, impl: str, dtype: str, batch: int) -
             bench = bench or Bench(off, opt, args, batch, dtype, impl)
             row = figures(mode, batch, time_steps(bench, mode, args.steps, args.warmup))
         except Exception as e:  # noqa: BLE001 - one figure failing must not end the run
-            row = dict(mode=mode, error=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            first_line = (str(e).splitlines() or [""])[0][:300]
+            row = dict(mode=mode, error=f"{type(e).__name__}: {first_line}".rstrip(": "))
         load = round(os.getloadavg()[0], 2)
         print(json.dumps({**common, **head, **row, "load1": load}), flush=True)
     del bench
