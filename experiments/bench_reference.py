@@ -371,12 +371,31 @@ def provenance(args, off) -> dict:
     )
 
 
+def dynamo_counts() -> dict:
+    """What torch.compile made of the model so far (counts since the last reset).
+
+    compiled_frames: Python frames compiled (recompiles after a failed guard count again);
+    compiled_graphs: graphs they produced; compile_fallbacks: frames dynamo gave up on and
+    runs eagerly (the official Stage II `forward` is one: its per-frame bone-mask loop depends
+    on the mask's values, so only the modules it calls are compiled).
+    """
+    counters = torch._dynamo.utils.counters
+    frames = counters["frames"]
+    return dict(
+        compiled_frames=frames["ok"],
+        compiled_graphs=counters["stats"]["unique_graphs"],
+        compile_fallbacks=frames["total"] - frames["ok"],
+    )
+
+
 def bench_one(off, opt, args, common: dict, impl: str, dtype: str, batch: int) -> None:
     """Prints one JSON line per mode for (impl, dtype, batch); a failure prints an error line."""
     head = dict(impl=IMPLS[impl], stage="finetune", dtype=dtype, pipeline="synthetic",
                 batch=batch, frames=opt.frames, layers=opt.layers, channel=opt.channel,
                 d_hid=opt.d_hid)  # fmt: skip
     bench = None
+    if impl == "compile":  # a fresh cache per figure: every figure compiles a new model
+        torch._dynamo.reset()
     for mode in args.modes.split(","):
         try:
             bench = bench or Bench(off, opt, args, batch, dtype, impl)
@@ -384,6 +403,8 @@ def bench_one(off, opt, args, common: dict, impl: str, dtype: str, batch: int) -
         except Exception as e:  # noqa: BLE001 - one figure failing must not end the run
             first_line = (str(e).splitlines() or [""])[0][:300]
             row = dict(mode=mode, error=f"{type(e).__name__}: {first_line}".rstrip(": "))
+        if impl == "compile":
+            row.update(dynamo_counts())
         load = round(os.getloadavg()[0], 2)
         print(json.dumps({**common, **head, **row, "load1": load}), flush=True)
     del bench

@@ -22,6 +22,7 @@ SMALL = ["--frames", "9", "--layers", "1", "--channel", "8", "--d_hid", "8", "--
 REFERENCE_ONLY = {
     "impl", "framework", "official_commit", "torch_version", "allow_tf32", "cudnn_allow_tf32",
     "cudnn_benchmark", "cudnn_deterministic", "threads", "layers", "channel", "d_hid", "error",
+    "compiled_frames", "compiled_graphs", "compile_fallbacks",
 }  # fmt: skip
 
 STUB_MODEL = """
