@@ -73,7 +73,6 @@ for _path in (REPO_ROOT, REPO_ROOT / "experiments"):  # run as a file, or loaded
         sys.path.insert(0, str(_path))
 
 import measure  # noqa: E402
-from bench_train import H36M_EPOCH_WINDOWS  # noqa: E402
 
 from aptpose_jax.datasets.skeleton import (  # noqa: E402
     H36M_BONE_PAIRS,
@@ -303,7 +302,7 @@ def figures(mode: str, batch: int, times: dict) -> dict:
     rate = batch / (times["step_ms"] / 1e3)
     row = dict(mode=mode, samples_per_s=round(rate, 2), **times)
     if mode == "train":
-        row["h36m_epoch_s"] = round(H36M_EPOCH_WINDOWS / rate, 1)
+        row["h36m_epoch_s"] = round(measure.H36M_EPOCH_WINDOWS / rate, 1)
     return row
 
 
