@@ -100,7 +100,7 @@ def _matmul_peak(args) -> float:
     return measure.matmul_flops(sharding.make_mesh(), args.dtype, args.matmul_n)
 
 
-H36M_EPOCH_WINDOWS = 2_928_800  # training windows of one Human3.6M epoch, flips included
+H36M_EPOCH_WINDOWS = measure.H36M_EPOCH_WINDOWS
 
 
 def _time_steps(batch_of, feed, step, n: int, warmup: int, pipelined: bool) -> dict:

@@ -23,6 +23,8 @@ from jax.sharding import Mesh
 from aptpose_jax import sharding
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Training windows of one Human3.6M epoch, flips included (F=243, tds 2): the epoch projection.
+H36M_EPOCH_WINDOWS = 2_928_800
 
 
 def loadavg() -> list[float]:
