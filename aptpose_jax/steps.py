@@ -27,7 +27,7 @@ from flax import nnx
 
 from aptpose_jax import flip, losses, pipeline
 from aptpose_jax.masking import Masks, MaskSpec, draw_masks, no_masks
-from aptpose_jax.models import kernels
+from aptpose_jax.models.layers import draw_dropout_seeds
 from aptpose_jax.refine import refine_centre
 
 
@@ -146,9 +146,9 @@ def make_train_forward(graphdef, rest, cfg: StepConfig):
         masks = batch.get("masks")  # given masks (recorded ones, test fixtures) win
         if masks is None:
             masks = _masks(cfg, mask_key, batch["input_2d"].shape[0], use=True)
-        # Fresh Variables inside this trace, so that BatchNorm and reseeding may write them.
+        # Fresh Variables inside this trace, so that BatchNorm and the seeds may be written.
         model = nnx.merge(graphdef, *jax.tree.map(lambda v: v, (params, batch_stats, rest)))
-        nnx.reseed(model, dropout=dropout_key)
+        draw_dropout_seeds(model, dropout_key)
         out = _forward(model, batch["input_2d"], masks)
         if cfg.refine:
             out["pose_refined"] = refine_centre(model, out["pose"], batch)
@@ -165,7 +165,7 @@ def make_train_step(graphdef, rest, cfg: StepConfig, tx: optax.GradientTransform
 
     Args:
       graphdef: static NNX graph of the model in training mode.
-      rest: the model's remaining state (RNG streams), re-seeded from `key` every step.
+      rest: the model's remaining state (dropout seeds), drawn anew from `key` every step.
       cfg: static step facts.
       tx: gradient transformation producing unit-lr updates (Adam/AMSGrad direction); the
         learning rate is applied here so that changing it per epoch needs no recompile.
@@ -202,7 +202,7 @@ def tta_forward(model, x: jax.Array, masks: Masks | None, cfg: StepConfig) -> ja
     The one inference core: the eval step, `Predictor` and the serving export all call it.
 
     The flipped input is computed here from `x`, with the same masks as the input (§1.10).
-    How the two inputs run is a per-backend choice (`kernels.kernel_choice`):
+    How the two inputs run is a per-backend choice (`model.cfg.compute.tta_two_passes`):
 
     * "plain" (GPU, TPU): ONE forward pass over 2B samples, interleaved (sample i at row 2i,
       its mirror at 2i+1, so a batch sharded over devices stays local; per-sample masks
@@ -227,7 +227,7 @@ def tta_forward(model, x: jax.Array, masks: Masks | None, cfg: StepConfig) -> ja
     if not cfg.test_flip:
         return _forward(model, x, masks)[name]
     x_flip = flip.flip_pose(x, *cfg.input_lr)
-    if kernels.kernel_choice() == "cpu":
+    if model.cfg.compute.tta_two_passes:
         out, out_flip = _forward(model, x, masks)[name], _forward(model, x_flip, masks)[name]
         return flip.tta_average(out, out_flip, cfg.joints_left, cfg.joints_right)
     b = x.shape[0]

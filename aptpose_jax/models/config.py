@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
+from aptpose_jax.models import kernels
 
 STAGES = ("pretrain", "lifter", "lifter_nomask")
 
@@ -56,8 +56,11 @@ class ModelConfig:
       temporal_ratio: Stage I only; `int(frames * temporal_ratio)` frames are masked, so the
         encoder sees a static number of visible frames `frames - int(frames * ratio)`
         (must match the `Masks.temporal` passed in; see `PretrainModel.n_visible`).
-      dtype: compute dtype of matmuls ("float32" or "bfloat16"); parameters, normalisations,
-        softmax and outputs stay float32.
+      dtype: compute precision of the dots: "float32" (true float32 on every backend),
+        "tf32" (the backend's fast float32 dot: TF32 on NVIDIA GPUs) or "bfloat16"; parameters,
+        normalisations, softmax and outputs stay float32 (`kernels.Compute`).
+      kernels, dropout_rng, attention: the kernel choices ("auto" = the backend's default;
+        see `kernels.resolve` and the config group `kernels`).
       cloned_init: start fresh models as the reference does (Q9): identical vanilla transformer
         layers, identical Q/K/V/O projections, identical strided attention modules. False draws
         every layer and projection independently. Irrelevant when weights are loaded.
@@ -75,6 +78,9 @@ class ModelConfig:
     temporal_ratio: float = 0.0
     dtype: str = "float32"
     cloned_init: bool = True
+    kernels: str = "auto"
+    dropout_rng: str = "auto"
+    attention: str = "auto"
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -89,8 +95,7 @@ class ModelConfig:
             raise ValueError("refine=True is a Stage II option (§2.8)")
         if not 0.0 <= self.temporal_ratio < 1.0:
             raise ValueError(f"temporal_ratio must be in [0, 1), got {self.temporal_ratio}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        _ = self.compute  # validates dtype and the kernel choices
 
     @property
     def n_visible(self) -> int:
@@ -98,5 +103,6 @@ class ModelConfig:
         return self.frames - int(self.frames * self.temporal_ratio)
 
     @property
-    def compute_dtype(self):
-        return jnp.dtype(self.dtype)
+    def compute(self) -> kernels.Compute:
+        """How the model computes on the current backend (`kernels.resolve`)."""
+        return kernels.resolve(self.dtype, self.kernels, self.dropout_rng, self.attention)

@@ -22,6 +22,7 @@ from flax import nnx, traverse_util
 
 from aptpose_jax.errors import MissingFileError, UnsafeDirectoryError, WeightsError
 from aptpose_jax.models import ModelConfig, build_model
+from aptpose_jax.models.layers import DropoutSeed
 
 STATE_FILTER = nnx.Any(nnx.Param, nnx.BatchStat)
 CONFIG_FILE = "model_config.json"
@@ -33,32 +34,27 @@ def model_arrays(model: nnx.Module) -> dict[tuple, np.ndarray]:
     return {tuple(path): np.asarray(var[...]) for path, var in flat}
 
 
-def build_with_values(
-    cfg: ModelConfig, values: dict[tuple, np.ndarray], *, seed: int = 0
-) -> nnx.Module:
+def build_with_values(cfg: ModelConfig, values: dict[tuple, np.ndarray]) -> nnx.Module:
     """Builds a model whose parameters / statistics come from `values` (no random init).
 
     Skipping the initialisers avoids compiling one RNG program per parameter shape, which
-    dominates model construction time on CPU. Dropout RNG streams are seeded from `seed`.
+    dominates model construction time on CPU. Dropout seeds start at zero (every train step
+    draws them anew).
 
     Args:
       cfg: model configuration.
       values: NNX path -> array for every `nnx.Param` and `nnx.BatchStat` of the model.
-      seed: seed of the dropout streams.
 
     Raises:
       ValueError: if a parameter or statistic has no value or a wrong shape.
     """
     abstract = nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(params=0, dropout=0)))
     graphdef, state = nnx.split(abstract)
-    base = jax.random.key(seed)
     problems = []
-    for i, (path, var) in enumerate(nnx.to_flat_state(state)):
+    for path, var in nnx.to_flat_state(state):
         path = tuple(path)
-        if isinstance(var, nnx.RngKey):
-            var.set_value(jax.random.fold_in(base, i))
-        elif isinstance(var, nnx.RngCount):
-            var.set_value(jnp.zeros((), jnp.uint32))
+        if isinstance(var, DropoutSeed):  # drawn anew by every train step
+            var.set_value(jnp.zeros((2,), jnp.uint32))
         elif path not in values:
             problems.append(f"missing value for {'.'.join(map(str, path))}")
         elif tuple(np.shape(values[path])) != tuple(var.get_value().shape):
@@ -124,7 +120,7 @@ def restore_model_state(model: nnx.Module, directory: str | os.PathLike) -> nnx.
     return model
 
 
-def load_model(directory: str | os.PathLike, *, seed: int = 0) -> tuple[nnx.Module, ModelConfig]:
+def load_model(directory: str | os.PathLike) -> tuple[nnx.Module, ModelConfig]:
     """Builds the model described by `model_config.json` and restores its state (eval mode)."""
     cfg = read_config(directory)
     abstract = nnx.eval_shape(lambda: build_model(cfg, nnx.Rngs(params=0, dropout=0)))
@@ -132,6 +128,6 @@ def load_model(directory: str | os.PathLike, *, seed: int = 0) -> tuple[nnx.Modu
     path = pathlib.Path(directory).expanduser().resolve() / "state"
     restored = ocp.StandardCheckpointer().restore(path, target)
     values = {tuple(p): v for p, v in traverse_util.flatten_dict(restored).items()}
-    model = build_with_values(cfg, values, seed=seed)
+    model = build_with_values(cfg, values)
     model.eval()
     return model, cfg

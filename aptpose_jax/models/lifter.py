@@ -10,7 +10,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from aptpose_jax.models.config import ModelConfig, stride_num
+from aptpose_jax.models.kernels import Compute
 from aptpose_jax.models.layers import (
+    FP32,
     Dropout,
     FCBlock,
     Linear,
@@ -50,7 +52,7 @@ class MaskedSEMFrontEnd(nnx.Module):
         c, j = cfg.channel, cfg.n_joints
         for k in range(1, 5):
             enc = FCBlock(
-                2 * j, c, 2 * c, cfg.sem_layers, cfg.dropout, dtype=cfg.compute_dtype, rngs=rngs
+                2 * j, c, 2 * c, cfg.sem_layers, cfg.dropout, compute=cfg.compute, rngs=rngs
             )
             setattr(self, f"encoder{k}", enc)
 
@@ -89,18 +91,18 @@ class LifterModel(MaskedSEMFrontEnd):
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self._init_front_end(cfg, cfg.stage == "lifter", rngs)
-        c, h, f, j, dt = cfg.channel, cfg.d_hid, cfg.frames, cfg.n_joints, cfg.compute_dtype
+        c, h, f, j, cc = cfg.channel, cfg.d_hid, cfg.frames, cfg.n_joints, cfg.compute
         self.Transformer = VanillaTransformer(
-            cfg.layers, c, h, f, dropout=cfg.dropout, dtype=dt, rngs=rngs
+            cfg.layers, c, h, f, dropout=cfg.dropout, compute=cc, rngs=rngs
         )
         self.Transformer_reduce = StridedTransformer(
-            c, h, f, stride_num(f), dropout=cfg.dropout, dtype=dt, rngs=rngs
+            c, h, f, stride_num(f), dropout=cfg.dropout, compute=cc, rngs=rngs
         )
-        self.fcn = make_head(c, 3 * j, dtype=dt, rngs=rngs)
-        self.fcn_1 = make_head(c, 3 * j, dtype=dt, rngs=rngs)
-        self.fcn_vec = make_head(c, 3 * (j - 1), dtype=dt, rngs=rngs)
-        self.fcn_vec1 = make_head(c, 3 * (j - 1), dtype=dt, rngs=rngs)
-        self.refine = Refine(j, rngs=rngs) if cfg.refine else None
+        self.fcn = make_head(c, 3 * j, compute=cc, rngs=rngs)
+        self.fcn_1 = make_head(c, 3 * j, compute=cc, rngs=rngs)
+        self.fcn_vec = make_head(c, 3 * (j - 1), compute=cc, rngs=rngs)
+        self.fcn_vec1 = make_head(c, 3 * (j - 1), compute=cc, rngs=rngs)
+        self.refine = Refine(j, compute=cc, rngs=rngs) if cfg.refine else None
 
     def __call__(self, x: jax.Array, masks=None, *, return_intermediates: bool = False) -> dict:
         inter = {} if return_intermediates else None
@@ -132,11 +134,16 @@ class Refine(nnx.Module):
     `post_refine.0` / `post_refine.3` (ReLU and Dropout sit between); the converter maps them.
     """
 
-    def __init__(self, n_joints: int = 17, hidden: int = 1024, *, rngs: nnx.Rngs):
+    def __init__(
+        self, n_joints: int = 17, hidden: int = 1024, *, compute: Compute = FP32, rngs: nnx.Rngs
+    ):
         self.post_refine = nnx.List(
-            [Linear(6 * n_joints, hidden, rngs=rngs), Linear(hidden, 2 * n_joints, rngs=rngs)]
+            [
+                Linear(6 * n_joints, hidden, compute=compute, rngs=rngs),
+                Linear(hidden, 2 * n_joints, compute=compute, rngs=rngs),
+            ]
         )
-        self.dropout = Dropout(0.5, rngs=rngs)
+        self.dropout = Dropout(0.5, compute=compute)
 
     def __call__(self, pose: jax.Array, pose_uvd: jax.Array) -> jax.Array:
         """Refines a centre-frame pose.

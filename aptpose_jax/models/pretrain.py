@@ -43,19 +43,19 @@ class PretrainModel(MaskedSEMFrontEnd):
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self._init_front_end(cfg, True, rngs)
-        c, h, f, j, dt = cfg.channel, cfg.d_hid, cfg.frames, cfg.n_joints, cfg.compute_dtype
+        c, h, f, j, cc = cfg.channel, cfg.d_hid, cfg.frames, cfg.n_joints, cfg.compute
         self.dec_pos_embedding = nnx.Param(normal_init(rngs, (1, f, c // 2)))
         self.mask_token = nnx.Param(normal_init(rngs, (1, 1, c // 2)))
         self.Transformer = VanillaTransformer(
-            cfg.layers, c, h, f, dropout=cfg.dropout, dtype=dt, rngs=rngs
+            cfg.layers, c, h, f, dropout=cfg.dropout, compute=cc, rngs=rngs
         )
         # Decoder: layers - 1 layers at half width, no positional embedding of its own (Q8).
         self.Transformer_dec = VanillaTransformer(
-            cfg.layers - 1, c // 2, h // 2, None, dropout=cfg.dropout, dtype=dt, rngs=rngs
+            cfg.layers - 1, c // 2, h // 2, None, dropout=cfg.dropout, compute=cc, rngs=rngs
         )
-        self.encoder_to_decoder = Linear(c, c // 2, bias=False, dtype=dt, rngs=rngs)
+        self.encoder_to_decoder = Linear(c, c // 2, bias=False, compute=cc, rngs=rngs)
         self.encoder_LN = LayerNorm(c)
-        self.fcn_dec = make_head(c // 2, 2 * j, dtype=dt, rngs=rngs)
+        self.fcn_dec = make_head(c // 2, 2 * j, compute=cc, rngs=rngs)
         self.n_visible = cfg.n_visible
 
     def _check_temporal(self, temporal) -> jax.Array:

@@ -6,8 +6,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from aptpose_jax.models.kernels import Compute
 from aptpose_jax.models.layers import (
-    F32,
+    FP32,
     Dropout,
     LayerNorm,
     Linear,
@@ -22,11 +23,13 @@ from aptpose_jax.models.layers import (
 class StridedConv(nnx.Module):
     """Conv1d(d_in, d_out, k=3, stride, padding=1) over time on `(B, T, C)` input (§2.1)."""
 
-    def __init__(self, d_in: int, d_out: int, stride: int, *, dtype=F32, rngs: nnx.Rngs):
+    def __init__(
+        self, d_in: int, d_out: int, stride: int, *, compute: Compute = FP32, rngs: nnx.Rngs
+    ):
         self.kernel = nnx.Param(torch_uniform(rngs, (3, d_in, d_out), 3 * d_in))  # (k, in, out)
         self.bias = nnx.Param(torch_uniform(rngs, (d_out,), 3 * d_in))
         self.stride = stride
-        self.dtype = dtype
+        self.compute = compute
 
     def __call__(self, x: jax.Array) -> jax.Array:
         t_in, s = x.shape[1], self.stride
@@ -36,16 +39,18 @@ class StridedConv(nnx.Module):
         taps = [xp[:, k : k + s * (t_out - 1) + 1 : s] for k in range(3)]  # 3 x (B, T', C)
         cat = jnp.concatenate(taps, axis=-1)  # (B, T', 3C), channel index k*C + c
         w = self.kernel[...].reshape(-1, self.kernel.shape[-1])  # (3C, out)
-        return matmul(cat, w, self.dtype) + self.bias[...]
+        return matmul(cat, w, self.compute) + self.bias[...]
 
 
 class StridedFeedForward(nnx.Module):
     """Conv1d(d, H, k=1) -> ReLU -> Dropout -> Conv1d(H, d, k=3, stride s, padding 1) (§2.1)."""
 
-    def __init__(self, d_model: int, d_ff: int, stride: int, dropout: float, *, dtype, rngs):
-        self.w_1 = Linear(d_model, d_ff, dtype=dtype, rngs=rngs)
-        self.w_2 = StridedConv(d_ff, d_model, stride, dtype=dtype, rngs=rngs)
-        self.dropout = Dropout(dropout, rngs=rngs)
+    def __init__(
+        self, d_model: int, d_ff: int, stride: int, dropout: float, *, compute: Compute, rngs
+    ):
+        self.w_1 = Linear(d_model, d_ff, compute=compute, rngs=rngs)
+        self.w_2 = StridedConv(d_ff, d_model, stride, compute=compute, rngs=rngs)
+        self.dropout = Dropout(dropout, compute=compute)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.w_2(self.dropout(jax.nn.relu(self.w_1(x))))
@@ -56,14 +61,22 @@ class StridedLayer(nnx.Module):
     path subsamples time from frame 0 (`MaxPool1d(1, s)`, Q15)."""
 
     def __init__(
-        self, d_model: int, d_ff: int, h: int, stride: int, dropout: float, *, dtype, rngs: nnx.Rngs
+        self,
+        d_model: int,
+        d_ff: int,
+        h: int,
+        stride: int,
+        dropout: float,
+        *,
+        compute: Compute,
+        rngs: nnx.Rngs,
     ):
-        self.self_attn = MultiHeadedAttention(h, d_model, dropout, dtype=dtype, rngs=rngs)
+        self.self_attn = MultiHeadedAttention(h, d_model, dropout, compute=compute, rngs=rngs)
         self.feed_forward = StridedFeedForward(
-            d_model, d_ff, stride, dropout, dtype=dtype, rngs=rngs
+            d_model, d_ff, stride, dropout, compute=compute, rngs=rngs
         )
         self.sublayer = nnx.List(
-            [SublayerConnection(d_model, dropout, rngs=rngs) for _ in range(2)]
+            [SublayerConnection(d_model, dropout, compute=compute) for _ in range(2)]
         )
         self.stride = stride
 
@@ -85,14 +98,17 @@ class StridedEncoder(nnx.Module):
         *,
         h: int = 8,
         dropout: float = 0.1,
-        dtype=F32,
+        compute: Compute = FP32,
         rngs: nnx.Rngs,
     ):
         for i in (1, 2, 3):
             pos = normal_init(rngs, (1, length, d_model))
             setattr(self, f"pos_embedding_{i}", nnx.Param(pos))
         self.layers = nnx.List(
-            [StridedLayer(d_model, d_ff, h, s, dropout, dtype=dtype, rngs=rngs) for s in strides]
+            [
+                StridedLayer(d_model, d_ff, h, s, dropout, compute=compute, rngs=rngs)
+                for s in strides
+            ]
         )
         self.norm = LayerNorm(d_model)  # unused (Q6)
 
@@ -116,11 +132,11 @@ class StridedTransformer(nnx.Module):
         strides,
         *,
         dropout: float = 0.1,
-        dtype=F32,
+        compute: Compute = FP32,
         rngs: nnx.Rngs,
     ):
         self.model = StridedEncoder(
-            d_model, d_ff, length, strides, dropout=dropout, dtype=dtype, rngs=rngs
+            d_model, d_ff, length, strides, dropout=dropout, compute=compute, rngs=rngs
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
