@@ -32,7 +32,7 @@ from aptpose_jax.datasets.windows import WindowDataset
 from aptpose_jax.masking import MaskSpec
 from aptpose_jax.optim import torch_amsgrad
 
-FIXTURE = pathlib.Path(__file__).resolve().parents[2] / "shared/reference/fixtures/stage2_f27.pth"
+FIXTURE = pathlib.Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "stage2_f27.pth"
 
 
 def initial_model(fresh: str):

@@ -1,4 +1,4 @@
-"""Test configuration: 8 fake CPU devices (set before JAX initialises) and shared paths."""
+"""Test configuration: 8 fake CPU devices (set before JAX initialises) and the fixture paths."""
 
 import os
 import pathlib
@@ -21,15 +21,18 @@ os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-FIXTURES_DIR = REPO_ROOT.parent / "shared" / "reference" / "fixtures"
+# The official code's reference data lives in the repository (tests/fixtures/README.md); the
+# tests never look outside the checkout for it.
+FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures"
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> pathlib.Path:
-    """Directory of the official PyTorch reference fixtures (../shared/reference/fixtures)."""
+    """Directory of the official PyTorch reference fixtures (tests/fixtures, in the repository)."""
     if not FIXTURES_DIR.is_dir():
         pytest.fail(
-            f"reference fixtures not found at {FIXTURES_DIR}; tests need ../shared beside the repo"
+            f"reference fixtures not found at {FIXTURES_DIR}; they are committed in the "
+            "repository: restore them with `git checkout -- tests/fixtures`"
         )
     return FIXTURES_DIR
 

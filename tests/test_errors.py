@@ -28,7 +28,7 @@ from aptpose_jax.errors import (
 )
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-FIXTURES = REPO_ROOT.parent / "shared" / "reference" / "fixtures"
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
 
 def _run_main(*args, timeout=300):
