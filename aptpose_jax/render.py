@@ -237,6 +237,7 @@ def render_result(
     fps: float = 25.0,
     size: tuple[int, int] = (1280, 640),
     sheet_frames: int = 6,
+    video_stats: dict | None = None,
 ) -> tuple[Path, list[np.ndarray]]:
     """Renders the whole result video and keeps `sheet_frames` evenly spaced frames.
 
@@ -249,6 +250,9 @@ def render_result(
       video: the source video, drawn under the keypoints (its frame t under keypoint row t).
       fps: frame rate of the output.
       size: (width, height) of the output frames.
+      video_stats: filled with {"frames": video frames drawn, "more": whether the video has
+        frames after the last keypoint frame}. Keypoint frames after the video's last frame
+        are drawn on a blank background.
 
     Returns:
       (video path, the kept frames for `contact_sheet`).
@@ -260,10 +264,11 @@ def render_result(
     if video is not None:
         frames_in = read_video_frames(video, renderer.video_frame_size(resolution))
     writer = VideoWriter(stem, size, fps)
-    kept = []
+    kept, drawn = [], 0
     try:
         for t in range(n):
             background = next(frames_in, None)
+            drawn += background is not None
             f = renderer.frame(
                 keypoints_px[t], resolution, poses_world[t],
                 None if filled is None else filled[t], background,
@@ -271,6 +276,10 @@ def render_result(
             writer.write(f)
             if t in keep:
                 kept.append(f)
+        if video_stats is not None:
+            video_stats.update(
+                frames=drawn, more=video is not None and next(frames_in, None) is not None
+            )
     finally:
         path = writer.close()
         if hasattr(frames_in, "close"):
