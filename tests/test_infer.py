@@ -273,6 +273,8 @@ def test_tracking_and_gap_filling_units():
     )  # fmt: skip
     np.testing.assert_array_equal(select_person(det, 0), a)
     np.testing.assert_array_equal(select_person(det, 1), b)
+    with pytest.raises(UserError, match=r"2 track\(s\) were found .*0: frames 0-5; 1: frames 0-5"):
+        select_person(det, 2, source="kp.json")
     kp = a.copy()
     kp[2:4] = np.nan
     filled, joints, frames = fill_gaps(kp)
