@@ -84,3 +84,18 @@ def test_resolve_names_paths_and_misses(tmp_path, monkeypatch):
     assert config_files.resolve_flag_args(argv) == [
         "prog", "--config", packaged, "--config.optim.lr=1", f"--config={packaged}:gt"
     ]  # fmt: skip
+
+
+def test_demo_stages_chain_relative_to_the_workdir(tmp_path, monkeypatch):
+    from aptpose_jax import defaults
+
+    monkeypatch.chdir(tmp_path)
+    for name, sibling in (("h36m_finetune", "pretrain"), ("h36m_eval", "finetune")):
+        c = config_files.load(f"{name}:demo")
+        defaults.resolve_paths(c, "runs/demo/here")  # relative to the current directory
+        assert c.init.from_workdir == str(tmp_path / "runs" / "demo" / sibling)
+        assert c.data.root == "data/demo"  # the demo data: of the current directory
+    c = config_files.load("h36m_finetune")
+    c.init.from_workdir = "mine/pretrain"  # a user's value is left as given
+    defaults.resolve_paths(c, "w")
+    assert c.init.from_workdir == "mine/pretrain"
