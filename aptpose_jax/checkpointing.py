@@ -17,7 +17,9 @@ directories never contradict each other after a kill.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging as std_logging
 import os
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,40 @@ def _one_writer_per_array() -> None:
 
 def _abs(path: str | os.PathLike) -> str:
     return os.path.abspath(os.fspath(path))  # orbax requires absolute paths
+
+
+class _DropReadOnlyNotes(std_logging.Filter):
+    """Drops orbax's notes on a read-only manager (each restore logged six WARNING lines).
+
+    A read-only manager is what we ask for when loading weights; orbax warns that it then sets
+    `create=False`, `save_interval_steps=0`, ... and that the directory is read only. Only
+    those messages are dropped, only while `_read_only_manager` opens a manager.
+    """
+
+    PREFIXES = ("CheckpointManagerOptions.read_only=True", "Given directory is read only")
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.PREFIXES)
+
+
+@contextlib.contextmanager
+def _read_only_manager(directory: str):
+    """A read-only CheckpointManager of `model` and `meta` (orbax's notes on it dropped)."""
+    absl_logger = std_logging.getLogger("absl")  # orbax logs through absl
+    quiet = _DropReadOnlyNotes()
+    absl_logger.addFilter(quiet)
+    try:
+        mngr = ocp.CheckpointManager(
+            directory,
+            item_names=("model", "meta"),
+            options=ocp.CheckpointManagerOptions(read_only=True),
+        )
+    finally:
+        absl_logger.removeFilter(quiet)
+    try:
+        yield mngr
+    finally:
+        mngr.close()
 
 
 def _abstract(tree):
@@ -185,17 +221,11 @@ def read_run_meta(workdir: str | os.PathLike, which: str = "best") -> tuple[str,
         directory = Path(_abs(workdir)) / sub
         if not directory.is_dir():
             continue
-        mngr = ocp.CheckpointManager(
-            str(directory),
-            item_names=("model", "meta"),
-            options=ocp.CheckpointManagerOptions(read_only=True),
-        )
-        step = mngr.latest_step()
-        if step is not None:
-            meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-            mngr.close()
-            return str(directory), step, dict(meta["meta"])
-        mngr.close()
+        with _read_only_manager(str(directory)) as mngr:
+            step = mngr.latest_step()
+            if step is not None:
+                meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+                return str(directory), step, dict(meta["meta"])
     raise MissingFileError(
         f"no complete checkpoint in {workdir!r} (looked in {', '.join(order)}); train there "
         "first, or point --config.init.from_workdir / from_pth at an existing run or .pth file"
@@ -204,15 +234,8 @@ def read_run_meta(workdir: str | os.PathLike, which: str = "best") -> tuple[str,
 
 def restore_model_tree(directory: str, step: int, model_tree) -> Any:
     """Restores the `model` item ({"params", "batch_stats"}) of one checkpoint step."""
-    mngr = ocp.CheckpointManager(
-        directory,
-        item_names=("model", "meta"),
-        options=ocp.CheckpointManagerOptions(read_only=True),
-    )
-    try:
+    with _read_only_manager(directory) as mngr:
         restored = mngr.restore(
             step, args=ocp.args.Composite(model=ocp.args.StandardRestore(_abstract(model_tree)))
         )
-    finally:
-        mngr.close()
     return restored["model"]

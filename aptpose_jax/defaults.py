@@ -1,19 +1,26 @@
-"""Default run configuration shared by every file in `configs/`.
+"""Default run configuration shared by every file in `configs/` (`aptpose_jax/configs/`).
 
 A run configuration is plain data (an `ml_collections.ConfigDict` with a locked structure,
 so a typo in a `--config.x.y=...` override is an error). Each file in `configs/` starts from
 `base_config()`, sets what its command in the APTPose README sets, and calls `apply_demo`
-when run with the `demo` argument (`--config=configs/h36m_pretrain.py:demo`).
+when run with the `demo` argument (`--config=h36m_pretrain:demo`).
 """
 
 from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
 
 import ml_collections
 
 from aptpose_jax.errors import ConfigError
 
+# The demo data is generated on first use into `data/demo` of the current directory (what
+# `make demo` expects; any other place: --config.data.root=DIR).
 DEMO_DATA_ROOT = "data/demo"
-DEMO_WORKDIR = "workdirs/demo"
+# Stands for the run's --workdir in `init.from_workdir` (`resolve_paths`).
+WORKDIR = "{workdir}"
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -126,12 +133,34 @@ def apply_demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def parse_arg(arg: str | None, allowed: tuple[str, ...]) -> set[str]:
-    """Splits a config argument such as "gt,demo" and rejects unknown words."""
+    """Splits a config argument such as "gt,demo" and rejects unknown words.
+
+    The error names the config file that called (its `__file__`), so each run book keeps its
+    one-line call.
+    """
     words = {w.strip() for w in (arg or "").split(",") if w.strip()}
-    unknown = words - set(allowed)
+    unknown = sorted(words - set(allowed))
     if unknown:
+        caller = sys._getframe(1).f_globals.get("__file__") or "the config"
+        name = Path(caller).stem
         raise ConfigError(
-            f"unknown config argument(s) {sorted(unknown)}; allowed: {', '.join(allowed)} "
-            "(e.g. --config=configs/h36m_eval.py:gt,demo)"
+            f"unknown config argument {', '.join(map(repr, unknown))} for {name}; allowed: "
+            f"{', '.join(allowed)}, comma-separated (e.g. --config={name}:{allowed[0]})"
         )
     return words
+
+
+def sibling_workdir(name: str) -> str:
+    """A workdir beside the run's own `--workdir` (`{workdir}/../NAME`, see `resolve_paths`)."""
+    return f"{WORKDIR}/../{name}"
+
+
+def resolve_paths(config: ml_collections.ConfigDict, workdir: str | Path) -> None:
+    """Replaces `{workdir}` in `init.from_workdir` by the run's workdir (in place).
+
+    The demo configs chain their stages by it (finetune starts from the sibling `pretrain`
+    of its own `--workdir`), so they work from any current directory.
+    """
+    if WORKDIR in config.init.from_workdir:
+        path = config.init.from_workdir.replace(WORKDIR, str(Path(workdir).resolve()))
+        config.init.from_workdir = os.path.normpath(path)

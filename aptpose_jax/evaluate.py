@@ -148,10 +148,13 @@ def _align(rows: list[list[str]], n_left: int) -> str:
     )
 
 
-def format_action_table(table: Mapping) -> str:
-    """Renders an `h36m_action_table` result as aligned text: one row per action + Average."""
+def format_action_table(table: Mapping, heads: Mapping[str, str] | None = None) -> str:
+    """Renders an `h36m_action_table` result as aligned text: one row per action + Average.
+
+    `heads` renames columns (Stage I's "p1" is a 2D error, not an MPJPE).
+    """
     names = list(table["metrics"])
-    heads = [H36M_COLUMNS.get(n, n) for n in names]
+    heads = [{**H36M_COLUMNS, **(heads or {})}.get(n, n) for n in names]
     rows = [
         [cls, str(row["count"])] + [f"{row[n]:.2f}" for n in names]
         for cls, row in table["per_action"].items()

@@ -1,12 +1,14 @@
 """Your own video: 2D keypoints of a video -> 3D poses, a rendered video and plots.
 
     python -m aptpose_jax.infer --keypoints FILE --weights W --out DIR \
-        [--video VIDEO] [--resolution WxH] [--person N] [--no-render] [--format FMT]
+        [--video VIDEO] [--resolution WxH] [--person N] [--max-gap F] [--no-render]
 
 FILE is a VideoPose3D custom npz, COCO keypoint results JSON, AlphaPose results JSON
 (COCO-17 / Halpe-26) or a plain (T, 17, 2|3) `.npy`/`.npz` (`datasets/keypoint_files.py`).
 One person is followed through the video (`datasets/tracking.py`: the most confident track,
-or `--person N`), gaps are interpolated, the keypoints are normalised by the frame width and
+or `--person N`; the tracks found are printed and kept in summary.json), gaps are
+interpolated, the keypoints are checked to be pixels of the frame
+(`datasets/input_checks.py`), the keypoints are normalised by the frame width and
 lifted by `Predictor` (seq2frame, flip TTA). DIR receives `poses_3d.npz`, `poses_3d.npy`,
 `pose3d.mp4` (or `.gif`), `frames.png` and `summary.json`; it is written as a temporary
 sibling directory renamed at the end, and an existing non-empty DIR is never touched.
@@ -26,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from aptpose_jax.datasets import input_checks
 from aptpose_jax.datasets.keypoint_files import FORMATS, read_keypoints
-from aptpose_jax.datasets.tracking import fill_gaps, select_person
+from aptpose_jax.datasets.tracking import MAX_GAP, fill_gaps, follow_person
 from aptpose_jax.errors import UserError, exit_on_user_error
 
 
@@ -41,6 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--video", help="the source video: frame size, frame rate, drawn frames")
     p.add_argument("--resolution", help="frame size WIDTHxHEIGHT in pixels, e.g. 1920x1080")
     p.add_argument("--person", type=int, default=0, help="track to follow (0 = most confident)")
+    p.add_argument(
+        "--max-gap", type=int, default=MAX_GAP,
+        help=f"frames a person may vanish and stay one track (default {MAX_GAP})",
+    )  # fmt: skip
     p.add_argument("--no-render", action="store_true", help="skip pose3d.mp4 and frames.png")
     p.add_argument("--format", default="auto", choices=("auto", *FORMATS))
     p.add_argument("--entry", help="video name inside a multi-video VideoPose3D npz")
@@ -72,9 +79,7 @@ def resolve_resolution(args, file_resolution) -> tuple[tuple[int, int], str]:
     if file_resolution is not None:
         return tuple(file_resolution), "keypoint file"
     if args.video:
-        from aptpose_jax.render import video_info
-
-        return video_info(args.video)[0], "--video"
+        return input_checks.video_info(args.video)[0], "--video"
     raise UserError(
         f"{args.keypoints}: the frame size is unknown (this format does not store it); "
         "give --resolution WIDTHxHEIGHT (e.g. --resolution 1920x1080) or --video VIDEO"
@@ -95,14 +100,45 @@ def write_outputs(tmp: Path, result: dict, args, resolution, fps: float) -> dict
     from aptpose_jax.render import contact_sheet, render_result
 
     t0 = time.perf_counter()
+    drawn: dict = {}
     path, kept = render_result(
         tmp / "pose3d", result["keypoints_2d"], resolution, result["poses_world"],
-        result["interpolated_joints"], video=args.video, fps=fps,
+        result["interpolated_joints"], video=args.video, fps=fps, video_stats=drawn,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     contact_sheet(kept).save(tmp / "frames.png")
     n = len(result["poses_3d"])
-    return {"video": path.name, "render_s": seconds, "render_fps": n / max(seconds, 1e-9)}
+    out = {"video": path.name, "render_s": seconds, "render_fps": n / max(seconds, 1e-9)}
+    if args.video:
+        out["video_background"] = video_length_note(drawn, n)
+        if out["video_background"]["note"]:
+            print(f"note: {out['video_background']['note']}")
+    return out
+
+
+def video_length_note(drawn: dict, n: int) -> dict:
+    """How many of the `n` result frames had a `--video` frame behind them, in words too."""
+    k, more = drawn.get("frames", 0), drawn.get("more", False)
+    note = ""
+    if k < n:
+        note = (f"--video has {k} frames, the keypoints {n}: frames {k}..{n - 1} are drawn "
+                "on a blank background")  # fmt: skip
+    elif more:
+        note = f"--video has more frames than the keypoints ({n}): its first {n} are drawn"
+    return {"video_frames_drawn": k, "video_longer": more, "note": note}
+
+
+def describe_tracks(tracks: list[dict], person: int) -> str:
+    """Console lines: the tracks found (ranked) and the one followed."""
+    lines = [f"{len(tracks)} track(s) found (ranked by total confidence; --person N picks):"]
+    for r in tracks[:10]:
+        mark = "  <- followed" if r["person"] == person else ""
+        lines.append(f"  person {r['person']}: frames {r['first_frame']}-{r['last_frame']} "
+                     f"({r['frames']} seen, {r['gaps']} gap(s) bridged), "
+                     f"mean score {r['mean_score']:.2f}{mark}")  # fmt: skip
+    if len(tracks) > 10:
+        lines.append(f"  ... and {len(tracks) - 10} more (all in summary.json)")
+    return "\n".join(lines)
 
 
 def lift(args) -> tuple[dict, dict]:
@@ -114,7 +150,15 @@ def lift(args) -> tuple[dict, dict]:
     t0 = time.perf_counter()
     det = read_keypoints(args.keypoints, args.format, args.entry)
     resolution, res_source = resolve_resolution(args, det.resolution)
-    raw = select_person(det, args.person, source=args.keypoints)  # (T, 17, 3)
+    raw, tracks = follow_person(det, args.person, max_gap=args.max_gap, source=args.keypoints)
+    print(describe_tracks(tracks, args.person))
+    input_checks.check_pixel_keypoints(
+        raw, resolution, source=args.keypoints, resolution_from=res_source,
+        confidence=args.confidence,
+    )  # fmt: skip
+    if args.video and res_source != "--video":
+        video_size = input_checks.video_info(args.video)[0]
+        input_checks.check_video_size(args.video, video_size, resolution, res_source)
     kp, joint_filled, frame_filled = fill_gaps(
         raw, threshold=args.confidence, source=args.keypoints
     )
@@ -144,7 +188,8 @@ def lift(args) -> tuple[dict, dict]:
     }
     summary = {
         "frames": len(poses), "keypoints": str(args.keypoints), "format": det.fmt,
-        "person": args.person, "resolution": list(resolution), "resolution_from": res_source,
+        "person": args.person, "person_track": tracks[args.person], "tracks": tracks,
+        "max_gap": args.max_gap, "resolution": list(resolution), "resolution_from": res_source,
         "interpolated_frames": int(frame_filled.sum()),
         "interpolated_joints": int(joint_filled.sum()),
         "weights": str(args.weights), "model": predictor.model_cfg.__dict__,
@@ -162,12 +207,12 @@ def run(args) -> Path:
     t0 = time.perf_counter()
     out = Path(args.out).expanduser().resolve()
     check_out_dir(out)
+    if args.video:
+        input_checks.check_video_file(args.video)  # before any reading or lifting
     result, summary = lift(args)
     fps = args.fps
     if fps is None and args.video:
-        from aptpose_jax.render import video_info
-
-        fps = video_info(args.video)[1]
+        fps = input_checks.video_info(args.video)[1]
     fps = fps or 25.0
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

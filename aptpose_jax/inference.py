@@ -77,9 +77,7 @@ def evaluate_run(run, log, step: int, state=None) -> dict:
     pred = predict(run, params, batch_stats)
     summary, text = summarize(run, pred)
     log.scalars({f"eval/{k}": v for k, v in summary.items()}, step)
-    logging.info(
-        "evaluation at step %d: %s", step, ", ".join(f"{k} {v:.2f}" for k, v in summary.items())
-    )
+    logging.info("evaluation at step %d: %s", step, evaluators.describe(run.config, summary))
     if jax.process_index() == 0:  # one writer; every process holds the same predictions
         atomic_files.write_json(
             {"step": step, **summary, "table": text}, run.workdir / f"eval_{step:08d}.json"

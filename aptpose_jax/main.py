@@ -1,5 +1,7 @@
-"""Command line: `python -m aptpose_jax.main --config=configs/<name>.py[:args] --workdir=DIR`.
+"""Command line: `python -m aptpose_jax.main --config=<name>[:args] --workdir=DIR`.
 
+`--config` takes a packaged config by name (`h36m_eval:demo`) or a file path
+(`configs/h36m_eval.py:demo`, any file of your own); see `config_files`.
 The configuration's `mode` decides: "train" (train, evaluate every epoch, checkpoint,
 resume when the workdir already has checkpoints) or "eval" (one evaluation pass). Override
 any field with `--config.<path>=<value>`; an unknown field is an error. A user error (bad
@@ -14,12 +16,12 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from aptpose_jax import errors, logs, train
+from aptpose_jax import config_files, errors, logs, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
     None,
-    "Run configuration file, e.g. configs/h36m_pretrain.py[:demo].",
+    "Run configuration: a name (h36m_pretrain[:demo]) or a file (configs/h36m_pretrain.py).",
     lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
@@ -30,13 +32,16 @@ flags.mark_flags_as_required(["config", "workdir"])
 def _parse_flags(argv):
     """absl's flag parsing; a config file that fails to load or a bad override is one line."""
     try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:  # absl's own message names the flag
+        return flags.FLAGS(config_files.resolve_flag_args(argv))
+    except Exception as e:  # noqa: BLE001  (narrowed below: anything else re-raises)
         if errors.debug_requested(argv):
             raise
-        errors.fail(f"{e} (see --helpshort)")
-    except (AttributeError, KeyError, OSError, TypeError, ValueError) as e:
-        if errors.debug_requested(argv):
+        user = config_files.user_error_of(argv)
+        if user is not None:  # a config's own check (ml_collections flattens it with a traceback)
+            errors.fail(errors.one_line(user))
+        if isinstance(e, flags.Error):  # absl's own message names the flag
+            errors.fail(f"{e} (see --helpshort)")
+        if not isinstance(e, (AttributeError, KeyError, OSError, TypeError, ValueError)):
             raise
         while e.args and isinstance(e.args[0], BaseException):  # ml_collections wraps twice
             e = e.args[0]

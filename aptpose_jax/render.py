@@ -11,7 +11,9 @@ are decoded and scaled by ffmpeg, and the video is encoded by the ffmpeg binary 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,6 +133,30 @@ def has_video_encoder() -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _spawn_without_preexec():
+    """ffmpeg processes started in this block are spawned without a Python `preexec_fn`.
+
+    imageio-ffmpeg starts ffmpeg with `preexec_fn=os.setpgrp` (its own process group, so that
+    Ctrl-C does not reach it). A `preexec_fn` makes `subprocess` fork and run Python code in
+    the child, which JAX's fork handler flags ("os.fork() ... will likely lead to a
+    deadlock") once its threads run. imageio-ffmpeg's documented switch turns it off; ffmpeg
+    then shares our process group, so Ctrl-C stops it with us (the output is a temporary
+    directory, removed on interruption). The switch is read when the process starts, i.e. at
+    the first `next`/`send` of imageio-ffmpeg's generators, which this block must enclose.
+    """
+    key = "IMAGEIO_FFMPEG_NO_PREVENT_SIGINT"
+    old = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
 def read_video_frames(path: str | Path, size: tuple[int, int]) -> Iterator[np.ndarray]:
     """Decodes a video with ffmpeg, scaled to `size` (w, h): yields (h, w, 3) uint8 frames."""
     import imageio_ffmpeg
@@ -138,7 +164,8 @@ def read_video_frames(path: str | Path, size: tuple[int, int]) -> Iterator[np.nd
     w, h = size
     logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)  # "size differs": we scale
     gen = imageio_ffmpeg.read_frames(str(path), output_params=["-vf", f"scale={w}:{h}"])
-    next(gen)  # metadata
+    with _spawn_without_preexec():
+        next(gen)  # metadata (ffmpeg starts here)
     for raw in gen:
         yield np.frombuffer(raw, np.uint8).reshape(h, w, 3)
 
@@ -148,7 +175,8 @@ def video_info(path: str | Path) -> tuple[tuple[int, int], float]:
     import imageio_ffmpeg
 
     gen = imageio_ffmpeg.read_frames(str(path))
-    meta = next(gen)
+    with _spawn_without_preexec():
+        meta = next(gen)
     gen.close()
     return tuple(int(v) for v in meta["size"]), float(meta.get("fps") or 25.0)
 
@@ -167,7 +195,8 @@ class VideoWriter:
                 str(self.path), size, fps=fps, codec="libx264", macro_block_size=16,
                 output_params=["-preset", "ultrafast", "-crf", "23"],
             )  # fmt: skip
-            self._gen.send(None)
+            with _spawn_without_preexec():
+                self._gen.send(None)
 
     def write(self, frame: np.ndarray) -> None:
         if self.mp4:
@@ -208,6 +237,7 @@ def render_result(
     fps: float = 25.0,
     size: tuple[int, int] = (1280, 640),
     sheet_frames: int = 6,
+    video_stats: dict | None = None,
 ) -> tuple[Path, list[np.ndarray]]:
     """Renders the whole result video and keeps `sheet_frames` evenly spaced frames.
 
@@ -220,6 +250,9 @@ def render_result(
       video: the source video, drawn under the keypoints (its frame t under keypoint row t).
       fps: frame rate of the output.
       size: (width, height) of the output frames.
+      video_stats: filled with {"frames": video frames drawn, "more": whether the video has
+        frames after the last keypoint frame}. Keypoint frames after the video's last frame
+        are drawn on a blank background.
 
     Returns:
       (video path, the kept frames for `contact_sheet`).
@@ -231,10 +264,11 @@ def render_result(
     if video is not None:
         frames_in = read_video_frames(video, renderer.video_frame_size(resolution))
     writer = VideoWriter(stem, size, fps)
-    kept = []
+    kept, drawn = [], 0
     try:
         for t in range(n):
             background = next(frames_in, None)
+            drawn += background is not None
             f = renderer.frame(
                 keypoints_px[t], resolution, poses_world[t],
                 None if filled is None else filled[t], background,
@@ -242,6 +276,10 @@ def render_result(
             writer.write(f)
             if t in keep:
                 kept.append(f)
+        if video_stats is not None:
+            video_stats.update(
+                frames=drawn, more=video is not None and next(frames_in, None) is not None
+            )
     finally:
         path = writer.close()
         if hasattr(frames_in, "close"):

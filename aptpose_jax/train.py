@@ -24,7 +24,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from aptpose_jax import inference, resume, run_builder
+from aptpose_jax import defaults, inference, resume, run_builder
 from aptpose_jax.errors import ConfigError
 from aptpose_jax.logs import MetricLog
 
@@ -164,6 +164,7 @@ def train_and_evaluate(
       The last evaluation summary (P1/P2 and per-group tables; see `inference.py`).
     """
     workdir = Path(workdir).resolve()
+    defaults.resolve_paths(config, workdir)  # the demo's `{workdir}/../pretrain`
     run = run_builder.build_run(config, workdir, explicit)
     log = None
     try:

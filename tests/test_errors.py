@@ -214,6 +214,22 @@ def test_main_override_typo_is_one_line(tmp_path):
     assert len([x for x in proc.stderr.splitlines() if x.strip()]) == 1
 
 
+@pytest.mark.parametrize(
+    "config, parts",
+    [
+        ("configs/h36m_evl.py", ("'configs/h36m_evl.py' not found", "did you mean h36m_eval?")),
+        ("configs/h36m_eval.py:dmeo", ("unknown config argument 'dmeo' for h36m_eval",
+                                       "allowed: demo, gt, cpn")),
+    ],
+    ids=["missing_config_file", "unknown_config_argument"],
+)  # fmt: skip
+def test_main_config_errors_are_one_plain_sentence(tmp_path, config, parts):
+    proc = _run_main(f"--config={config}", f"--workdir={tmp_path / 'w'}")
+    _assert_one_line(proc, *parts)
+    assert len([x for x in proc.stderr.splitlines() if x.strip()]) == 1
+    assert "Error whilst parsing" not in proc.stderr and not (tmp_path / "w").exists()
+
+
 def test_main_user_errors_are_one_line_and_debug_shows_the_traceback(demo_root, tmp_path):
     real = tmp_path / "real"
     real.mkdir()

@@ -42,3 +42,21 @@ def test_velocity_error_only_pairs_consecutive_frames():
     target[1, :, 0] = 1.0  # error of 1 on the steps 0->1 and 1->2
     seq, frame = np.array([0, 0, 0, 1]), np.array([0, 1, 2, 0])
     np.testing.assert_allclose(evaluators.velocity_error(pred, target, seq, frame), [1.0, 1.0])
+
+
+def test_stage1_table_and_log_say_what_they_measure():
+    import types
+
+    c = base_config()
+    c.model.stage = "pretrain"
+    run = types.SimpleNamespace(
+        config=c, test_ds=types.SimpleNamespace(group_names=["Walking 1", "Eating"])
+    )
+    pred = {"error": np.array([0.010, 0.020, 0.030]), "group": np.array([0, 0, 1])}
+    summary, text = evaluators.pretrain_reconstruction(run, pred)
+    assert set(summary) == {"p1"}  # no P2: Stage I has no 3D pose
+    assert summary["p1"] == pytest.approx(22.5)  # class means 15 and 30, x1000
+    assert "2D reconstruction error (normalised units x1000" in text.splitlines()[0]
+    assert "2D error (x1000)" in text and "P1" not in text and "P2" not in text
+    line = evaluators.describe(c, summary)
+    assert line.startswith("2D reconstruction error") and "p2" not in line

@@ -136,22 +136,91 @@ def test_npy_with_confidence_interpolates_low_confidence_joints(tmp_path, weight
     np.testing.assert_array_equal(np.nonzero(res["interpolated_frames"])[0], [20, 21])
 
 
-def test_npz_kpts_with_resolution_and_video(tmp_path, weights):
+def _write_video(path, n, size=RES, fps=30):
     import imageio_ffmpeg
 
+    from aptpose_jax.render import _spawn_without_preexec
+
+    writer = imageio_ffmpeg.write_frames(str(path), size, fps=fps)
+    with _spawn_without_preexec():  # no JAX fork warning in this process either
+        writer.send(None)
+    for t in range(n):
+        writer.send(np.full((size[1], size[0], 3), 8 * t, np.uint8))
+    writer.close()
+    return path
+
+
+def test_npz_kpts_with_resolution_and_video(tmp_path, weights):
     kp = walking_person(T, seed=6)[..., :2]
     path = tmp_path / "input.npz"
     np.savez(path, kpts=kp)
-    video = tmp_path / "video.mp4"
-    writer = imageio_ffmpeg.write_frames(str(video), RES, fps=30)
-    writer.send(None)
-    for t in range(T):
-        writer.send(np.full((RES[1], RES[0], 3), 8 * t, np.uint8))
-    writer.close()
+    video = _write_video(tmp_path / "video.mp4", T)
     out = _infer(tmp_path, path, weights["converted"], "--video", str(video))
     _, summary = _check_outputs(out, T)
     assert summary["resolution"] == list(RES) and summary["resolution_from"] == "--video"
     assert summary["video_fps"] == pytest.approx(30.0)
+    assert summary["video_background"] == {
+        "video_frames_drawn": T, "video_longer": False, "note": ""
+    }  # fmt: skip
+
+
+def test_shorter_video_is_reported_and_the_rest_drawn_blank(tmp_path, weights, capsys):
+    np.save(tmp_path / "kp.npy", walking_person(T, seed=6))
+    video = _write_video(tmp_path / "short.mp4", 20)
+    out = _infer(tmp_path, tmp_path / "kp.npy", weights["converted"], "--video", str(video))
+    _, summary = _check_outputs(out, T)
+    note = "--video has 20 frames, the keypoints 30: frames 20..29 are drawn on a blank background"
+    assert summary["video_background"]["note"] == note
+    assert summary["video_background"]["video_frames_drawn"] == 20
+    assert f"note: {note}" in capsys.readouterr().out
+
+
+def test_a_person_missing_for_ten_frames_stays_one_track(tmp_path, weights, capsys):
+    """Person A (more confident) vanishes for frames 10..19 and walks on fast meanwhile: its
+    box after the gap no longer overlaps the last one, the centre shift bridges it."""
+    a = walking_person(T, seed=1, conf=0.9)
+    a[..., 0] += 9.0 * np.arange(T, dtype=np.float32)[:, None] - 200.0  # ~10 px / frame
+    b = walking_person(T, seed=2, shift=(250.0, 20.0), conf=0.5)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(coco_results([b, a], missing={1: set(range(10, 20))})))
+    out = _infer(tmp_path, path, weights["converted"], "--resolution", "640x480", "--no-render")
+    res, summary = _check_outputs(out, T, rendered=False)
+    assert len(summary["tracks"]) == 2 and summary["person"] == 0
+    assert summary["person_track"] == summary["tracks"][0]
+    first = summary["tracks"][0]
+    assert (first["first_frame"], first["last_frame"], first["frames"], first["gaps"]) == (
+        0, T - 1, T - 10, 1
+    )  # fmt: skip
+    assert first["mean_score"] == pytest.approx(0.9, abs=1e-3)
+    np.testing.assert_array_equal(np.nonzero(res["interpolated_frames"])[0], np.arange(10, 20))
+    printed = capsys.readouterr().out
+    assert "2 track(s) found" in printed and "person 0: frames 0-29 (20 seen, 1 gap(s)" in printed
+    other = _infer(tmp_path, path, weights["converted"], "--resolution", "640x480",
+                   "--no-render", "--person", "1", out="out_b")  # fmt: skip
+    np.testing.assert_allclose(
+        np.load(other / "poses_3d.npz")["keypoints_2d"], b[..., :2], atol=1e-4
+    )
+    # With a shorter allowed gap, A becomes two tracks: its second part is ranked after B.
+    short = _infer(tmp_path, path, weights["converted"], "--resolution", "640x480",
+                   "--no-render", "--max-gap", "5", out="out_c")  # fmt: skip
+    tracks = json.loads((short / "summary.json").read_text())["tracks"]
+    assert [(t["first_frame"], t["last_frame"]) for t in tracks] == [(0, 29), (0, 9), (20, 29)]
+
+
+def test_infer_prints_no_third_party_warnings(tmp_path):
+    """A normal rendered run with a video: no orbax/absl notes, no JAX fork warning."""
+    workdir = save_workdir(tmp_path / "run")
+    np.save(tmp_path / "kp.npy", walking_person(T))
+    video = _write_video(tmp_path / "video.mp4", T)
+    cmd = [sys.executable, "-m", "aptpose_jax.infer", "--keypoints", str(tmp_path / "kp.npy"),
+           "--weights", str(workdir), "--out", str(tmp_path / "out"), "--video", str(video),
+           "--batch-size", "16"]  # fmt: skip
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    noisy = [x for x in proc.stderr.splitlines() if "warning" in x.lower() or "fork" in x]
+    assert not noisy, proc.stderr
+    assert (tmp_path / "out" / "pose3d.mp4").is_file()
 
 
 def test_predictor_core_is_the_eval_step(weights):
@@ -204,6 +273,8 @@ def test_tracking_and_gap_filling_units():
     )  # fmt: skip
     np.testing.assert_array_equal(select_person(det, 0), a)
     np.testing.assert_array_equal(select_person(det, 1), b)
+    with pytest.raises(UserError, match=r"2 track\(s\) were found .*0: frames 0-5; 1: frames 0-5"):
+        select_person(det, 2, source="kp.json")
     kp = a.copy()
     kp[2:4] = np.nan
     filled, joints, frames = fill_gaps(kp)
@@ -233,6 +304,24 @@ def _bad_file(tmp_path, case):
     if case == "all_nan":
         np.save(tmp_path / "kp.npy", np.full((T, 17, 2), np.nan, np.float32))
         return tmp_path / "kp.npy", ["--resolution", "640x480"]
+    if case == "normalised":  # [0, 1] units while a 960x544 frame is declared
+        np.save(tmp_path / "kp.npy", walking_person(T)[..., :2] / np.float32(640.0))
+        return tmp_path / "kp.npy", ["--resolution", "960x544"]
+    if case == "portrait":  # a 1080x1920 video whose metadata says 1920x1080
+        kp = walking_person(T) * np.array([1.0, 3.6, 1.0], np.float32)  # y up to ~1500
+        np.save(tmp_path / "kp.npy", kp)
+        return tmp_path / "kp.npy", ["--resolution", "1920x1080"]
+    if case == "missing_video":
+        np.save(tmp_path / "kp.npy", walking_person(T))
+        return tmp_path / "kp.npy", ["--resolution", "640x480", "--video", "nowhere.mp4"]
+    if case == "video_size":
+        np.save(tmp_path / "kp.npy", walking_person(T))
+        video = _write_video(tmp_path / "small.mp4", T, (320, 240))
+        return tmp_path / "kp.npy", ["--resolution", "640x480", "--video", str(video)]
+    if case == "not_a_video":
+        np.save(tmp_path / "kp.npy", walking_person(T))
+        (tmp_path / "v.mp4").write_text("not a video")
+        return tmp_path / "kp.npy", ["--resolution", "640x480", "--video", str(tmp_path / "v.mp4")]
     raise AssertionError(case)
 
 
@@ -245,6 +334,11 @@ def _bad_file(tmp_path, case):
         ("malformed_json", "malformed JSON"),
         ("no_person", "no person"),
         ("all_nan", "no person"),
+        ("normalised", "look normalised (every coordinate within [0, 1]"),
+        ("portrait", "they fit 1080x1920: --resolution 1080x1920"),
+        ("missing_video", "--video nowhere.mp4: no such file"),
+        ("video_size", "is 320x240 but the keypoints are pixels of a 640x480 frame"),
+        ("not_a_video", "ffmpeg cannot read it as a video"),
         ("stage1_weights", "Stage I"),
     ],
 )
@@ -260,7 +354,9 @@ def test_bad_input_is_one_line_and_leaves_no_output(tmp_path, weights, capsys, c
     with pytest.raises(SystemExit) as exc:
         _infer(tmp_path, path, w, *extra)
     assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    captured = capsys.readouterr()
+    assert "lifted" not in captured.out  # refused before the lift
+    err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temp dir left

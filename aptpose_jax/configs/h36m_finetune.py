@@ -12,7 +12,7 @@ Expected: P1 around 42-43 mm (CPN, the released APTPose checkpoint encodes 42.60
 8 layers); the demo run ends with a per-action table on synthetic data.
 """
 
-from aptpose_jax.defaults import DEMO_WORKDIR, apply_demo, base_config, parse_arg
+from aptpose_jax.defaults import apply_demo, base_config, parse_arg, sibling_workdir
 
 
 def get_config(arg=None):
@@ -30,5 +30,5 @@ def get_config(arg=None):
     c.optim.lr_decay = 0.97
     if "demo" in words:
         apply_demo(c)
-        c.init.from_workdir = f"{DEMO_WORKDIR}/pretrain"
+        c.init.from_workdir = sibling_workdir("pretrain")
     return c

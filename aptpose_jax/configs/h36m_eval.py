@@ -12,7 +12,7 @@ Demo:
   python -m aptpose_jax.main --config=configs/h36m_eval.py:demo --workdir=workdirs/demo/eval
 """
 
-from aptpose_jax.defaults import DEMO_WORKDIR, apply_demo, base_config, parse_arg
+from aptpose_jax.defaults import apply_demo, base_config, parse_arg, sibling_workdir
 
 
 def get_config(arg=None):
@@ -27,5 +27,5 @@ def get_config(arg=None):
     c.masks.joints_per_frame = 0
     if "demo" in words:
         apply_demo(c)
-        c.init.from_workdir = f"{DEMO_WORKDIR}/finetune"
+        c.init.from_workdir = sibling_workdir("finetune")
     return c

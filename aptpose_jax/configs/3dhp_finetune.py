@@ -13,7 +13,7 @@ Demo:
       --workdir=workdirs/demo/3dhp_finetune
 """
 
-from aptpose_jax.defaults import DEMO_WORKDIR, apply_demo, base_config, parse_arg
+from aptpose_jax.defaults import apply_demo, base_config, parse_arg, sibling_workdir
 
 
 def get_config(arg=None):
@@ -31,5 +31,5 @@ def get_config(arg=None):
     c.optim.lr_decay = 0.97
     if "demo" in words:
         apply_demo(c)
-        c.init.from_workdir = f"{DEMO_WORKDIR}/3dhp_pretrain"
+        c.init.from_workdir = sibling_workdir("3dhp_pretrain")
     return c

@@ -10,7 +10,7 @@ Demo:
   python -m aptpose_jax.main --config=configs/3dhp_eval.py:demo --workdir=workdirs/demo/3dhp_eval
 """
 
-from aptpose_jax.defaults import DEMO_WORKDIR, apply_demo, base_config, parse_arg
+from aptpose_jax.defaults import apply_demo, base_config, parse_arg, sibling_workdir
 
 
 def get_config(arg=None):
@@ -26,5 +26,5 @@ def get_config(arg=None):
     c.data.tds = 1
     if "demo" in words:
         apply_demo(c)
-        c.init.from_workdir = f"{DEMO_WORKDIR}/3dhp_finetune"
+        c.init.from_workdir = sibling_workdir("3dhp_finetune")
     return c

@@ -11,7 +11,7 @@ Demo:
       --workdir=workdirs/demo/wild_finetune
 """
 
-from aptpose_jax.defaults import DEMO_WORKDIR, apply_demo, base_config, parse_arg
+from aptpose_jax.defaults import apply_demo, base_config, parse_arg, sibling_workdir
 
 
 def get_config(arg=None):
@@ -27,5 +27,5 @@ def get_config(arg=None):
     c.optim.lr_decay = 0.97
     if "demo" in words:
         apply_demo(c)
-        c.init.from_workdir = f"{DEMO_WORKDIR}/wild_pretrain"
+        c.init.from_workdir = sibling_workdir("wild_pretrain")
     return c
