@@ -105,7 +105,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.log.tensorboard = True
     c.log.progress_bar = True
 
-    c.compute_dtype = "float32"  # "bfloat16": bf16 compute with fp32 parameters
+    # Dot precision: "float32" (true float32 on every backend: no TF32 on GPUs), "tf32" (the
+    # backend's fast float32 dot, TF32 on NVIDIA GPUs) or "bfloat16" (bf16 dots, fp32 params).
+    c.compute_dtype = "float32"
+    # Kernel choices, "auto" = the backend's default (models/kernels.py); config.json records
+    # what ran. The environment variable APTPOSE_KERNELS=cpu|plain overrides kernels.set.
+    c.kernels = ml_collections.ConfigDict()
+    c.kernels.set = "auto"  # "cpu" (XLA:CPU formulations) or "plain"
+    c.kernels.dropout = "auto"  # "hash" (counter hash, never stored) or "threefry"
+    c.kernels.attention = "auto"  # "xla", "pallas" (fused kernel) or "cudnn" (no dropout)
     c.deterministic = False  # GPU: deterministic reductions (bitwise resume), slower (README)
     return c
 

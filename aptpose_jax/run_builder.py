@@ -24,7 +24,7 @@ from aptpose_jax.datasets import load_sequences, skeleton
 from aptpose_jax.datasets.windows import WindowDataset
 from aptpose_jax.errors import ConfigError
 from aptpose_jax.masking import MaskSpec
-from aptpose_jax.models import ModelConfig
+from aptpose_jax.models import ModelConfig, kernels
 from aptpose_jax.optim import torch_amsgrad
 
 
@@ -45,7 +45,15 @@ def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
         dtype=config.compute_dtype,
         cloned_init=m.cloned_init,
     )
+    k = config.kernels
     try:
+        compute = kernels.resolve(config.compute_dtype, k.set, k.dropout, k.attention)
+        # Resolved here, once: the model, config.json and the summary name what runs.
+        fields.update(
+            kernels="cpu" if compute.matmul == "transposed" else "plain",
+            dropout_rng=compute.dropout,
+            attention=compute.attention,
+        )
         return ModelConfig(**fields)
     except ValueError as e:  # a bad --config.model.* (or compute_dtype) value
         raise ConfigError(f"model configuration: {e}") from e
@@ -217,8 +225,11 @@ def describe(run: Run, steps_per_epoch: int | None = None) -> str:
         f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; "
         f"{sharding.describe(run.mesh, batch)}",
         f"model: {c.stage}, frames {c.frames}, layers {c.layers}, channel {c.channel}, "
-        f"d_hid {c.d_hid}, joints {c.n_joints}, refine {c.refine}, {c.dtype}; "
+        f"d_hid {c.d_hid}, joints {c.n_joints}, refine {c.refine}; "
         f"{n_params:,} parameters",
+        f"compute: {c.dtype}{' (TF32 dots)' if c.dtype == 'tf32' else ''}, kernels {c.kernels}"
+        f"{' (' + kernels.KERNELS_ENV + ')' if kernels.kernel_set_override() else ''}, "
+        f"dropout {c.dropout_rng}, attention {c.attention}",
         f"weights: {weights}",
         f"windows: {windows} (tds {run.config.data.tds})",
     ]

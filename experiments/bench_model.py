@@ -53,7 +53,7 @@ def make_steps(model, cfg: ModelConfig, spec: MaskSpec, tx, jit: str, batch: dic
         def train_nnx(m, opt_state, key):
             mkey, dkey = jax.random.split(key)
             masks = draw_masks(mkey, spec)
-            nnx.reseed(m, dropout=dkey)
+            draw_dropout_seeds(m, dkey)
 
             def loss_fn(m):
                 return _loss(cfg.stage, m(x, masks), {"x": x, "gt": gt}, masks)
@@ -92,7 +92,7 @@ def make_steps(model, cfg: ModelConfig, spec: MaskSpec, tx, jit: str, batch: dic
 
         def loss_fn(p):
             m = nnx.merge(graph, p, stats, rest, copy=True)  # copy: RNG counters mutate under grad
-            nnx.reseed(m, dropout=dkey)
+            draw_dropout_seeds(m, dkey)
             loss = _loss(cfg.stage, m(x, masks), {"x": x, "gt": gt}, masks)
             return loss, nnx.state(m, nnx.BatchStat)
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
+import itertools
 import json
 import os
 import pathlib
@@ -62,7 +63,6 @@ import measure  # noqa: E402
 
 from aptpose_jax import run_builder, sharding  # noqa: E402
 from aptpose_jax.datasets.demo import ensure_demo_data  # noqa: E402
-from aptpose_jax.models.kernels import kernel_choice  # noqa: E402
 from aptpose_jax.train import epoch_order, learning_rate  # noqa: E402
 
 CONFIGS = {"pretrain": "h36m_pretrain", "finetune": "h36m_finetune"}
@@ -84,6 +84,8 @@ def bench_config(stage: str, args, data_root: pathlib.Path):
     c.data.root = str(data_root)
     c.data.demo = False  # generated beforehand with the requested length
     c.compute_dtype = args.dtype
+    c.kernels.attention = args.attention
+    c.kernels.dropout = args.dropout_rng
     c.optim.batch_size = args.batch
     c.eval.batch_size = args.eval_batch or args.batch
     c.log.tensorboard = False
@@ -186,6 +188,7 @@ def bench_train(run, args) -> tuple[dict, object]:
     compiled = run.train_step.lower(holder["state"], batch_of(0), key(0), lr).compile()
     compile_s = time.perf_counter() - t0
     flops = measure.xla_cost(compiled, len(jax.devices()))[0]
+    gemms = measure.gemm_operand_dtypes(compiled)
 
     def step(batch, i):
         holder["state"], metrics = run.train_step(holder["state"], batch, key(i), lr)
@@ -196,7 +199,8 @@ def bench_train(run, args) -> tuple[dict, object]:
     peak = max(peak, _matmul_peak(args))
     if args.profile:
         _profile(args.profile, step, batch_of)
-    return _figures("train", b, flops, compile_s, times, peak), holder["state"]
+    row = _figures("train", b, flops, compile_s, times, peak)
+    return {**row, "gemm_operands": gemms}, holder["state"]
 
 
 def _profile(directory: str, step, batch_of, n: int = 5) -> None:
@@ -245,7 +249,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batches", default="16", help="training batches, e.g. 160,1024,4096")
     p.add_argument("--eval_batch", type=int, default=0, help="0: same as the training batch")
-    p.add_argument("--dtypes", default="float32", help="float32,bfloat16")
+    p.add_argument("--dtypes", default="float32", help="float32,tf32,bfloat16")
+    p.add_argument("--attentions", default="auto", help="kernels.attention: auto,xla,pallas,cudnn")
+    p.add_argument("--dropouts", default="auto", help="kernels.dropout: auto,hash,threefry")
     p.add_argument("--pipelines", default="device", help="device,host")
     p.add_argument("--stages", default="pretrain,finetune")
     p.add_argument("--modes", default="train,eval")
@@ -274,7 +280,13 @@ def parse_args(argv=None):
     for mode in args.modes.split(","):
         if mode not in ("train", "eval"):
             p.error(f"unknown mode {mode!r}; choose from train, eval")
-    for name, allowed in (("dtypes", ("float32", "bfloat16")), ("pipelines", ("device", "host"))):
+    choices = (
+        ("dtypes", ("float32", "tf32", "bfloat16")),
+        ("pipelines", ("device", "host")),
+        ("attentions", ("auto", "xla", "pallas", "cudnn")),
+        ("dropouts", ("auto", "hash", "threefry")),
+    )
+    for name, allowed in choices:
         for value in getattr(args, name).split(","):
             if value not in allowed:
                 p.error(f"--{name}: unknown {value!r}; choose from {', '.join(allowed)}")
@@ -300,8 +312,10 @@ def _bench_one(stage, dtype, batch, pipe, args, root, common) -> None:
                     row = bench_eval(run, args, state)
                 load = round(os.getloadavg()[0], 2)
                 b = config.optim.batch_size if mode == "train" else config.eval.batch_size
+                m = run.model_cfg
                 head = dict(stage=stage, dtype=dtype, pipeline=pipe, batch=b,
-                            frames=config.model.frames)  # fmt: skip
+                            frames=config.model.frames, kernels=m.kernels,
+                            attention=m.attention, dropout_rng=m.dropout_rng)  # fmt: skip
                 print(json.dumps({**common, **head, **row, "load1": load}), flush=True)
         finally:
             run.close()
@@ -323,13 +337,24 @@ def main(argv=None) -> None:
         device=jax.devices()[0].device_kind,
         device_count=len(jax.devices()),
         matmul_n=args.matmul_n,
-        kernels=kernel_choice(),
+        jax_version=jax.__version__,
     )
-    for stage in args.stages.split(","):
-        for dtype in args.dtypes.split(","):
-            for batch in _ints(args.batches):
-                for pipe in args.pipelines.split(","):
-                    _bench_one(stage, dtype, batch, pipe, args, root, common)
+    grid = itertools.product(
+        args.stages.split(","),
+        args.dtypes.split(","),
+        _ints(args.batches),
+        args.pipelines.split(","),
+        args.attentions.split(","),
+        args.dropouts.split(","),
+    )
+    for stage, dtype, batch, pipe, attention, dropout in grid:
+        args.attention, args.dropout_rng = attention, dropout
+        try:
+            _bench_one(stage, dtype, batch, pipe, args, root, common)
+        except Exception as e:  # one failed figure (e.g. a kernel that does not lower) is a row
+            row = dict(stage=stage, dtype=dtype, batch=batch, pipeline=pipe,
+                       attention=attention, dropout_rng=dropout, error=repr(e)[:500])  # fmt: skip
+            print(json.dumps({**common, **row}), flush=True)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,34 @@ def xla_memory_bytes(compiled) -> int | None:
                - m.alias_size_in_bytes)  # fmt: skip
 
 
+_OPERAND = re.compile(r"\b(bf16|f16|f32|f64|s8|f8e4m3fn|f8e5m2)\[")
+
+
+def gemm_operand_dtypes(compiled) -> dict | None:
+    """Matrix products in the optimised HLO of a step, counted by operand dtypes.
+
+    {"bf16xbf16": n, "f32xf32": m, ...}: XLA `dot` instructions (CPU, or dots left to XLA's
+    own emitters) and cuBLAS/cuBLASLt GEMM custom calls (GPU). A bf16 step should show no f32
+    pair: an "f32xf32" GEMM on a GPU is a TF32 or fp32 kernel.
+    """
+    try:
+        text = compiled.as_text()
+    except Exception:  # noqa: BLE001 - not every backend gives its HLO text
+        return None
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        is_dot = " dot(" in line
+        is_gemm = "custom-call(" in line and ("cublas" in line or "gemm" in line.lower())
+        if not (is_dot or is_gemm):
+            continue
+        args = line.split("dot(" if is_dot else "custom-call(", 1)[1]
+        dtypes = _OPERAND.findall(args)[:2]
+        if len(dtypes) == 2:
+            key = "x".join(dtypes)
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def collectives(compiled) -> dict | None:
     """Cross-device collectives in the optimised HLO of a step: {"all-reduce": count, ...}."""
     try:
