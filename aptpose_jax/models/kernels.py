@@ -16,6 +16,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 F32 = jnp.float32
 
@@ -72,13 +73,19 @@ def _matmul_bwd(dtype, res, g):
 transposed_residual_matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
-def _mix32(x: jax.Array) -> jax.Array:
-    """`lowbias32` integer hash (Wellons): a well-mixed bijection on uint32."""
-    x = x ^ (x >> 16)
-    x = x * jnp.uint32(0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = x * jnp.uint32(0x846CA68B)
-    return x ^ (x >> 16)
+def mix32(x: jax.Array) -> jax.Array:
+    """`lowbias32` integer hash (Wellons): a well-mixed bijection on 32-bit words.
+
+    Takes uint32 or int32 and gives the same bits for both (logical shifts, wrapping products),
+    so a kernel whose compiler only handles small signed constants (Triton) can hash in int32.
+    This is the one definition of the hash; the attention dropout mask uses it too.
+    """
+    sixteen, fifteen = jnp.asarray(16, x.dtype), jnp.asarray(15, x.dtype)
+    x = x ^ jax.lax.shift_right_logical(x, sixteen)
+    x = x * np.uint32(0x7FEB352D).view(x.dtype)
+    x = x ^ jax.lax.shift_right_logical(x, fifteen)
+    x = x * np.uint32(0x846CA68B).view(x.dtype)
+    return x ^ jax.lax.shift_right_logical(x, sixteen)
 
 
 def hash_uniform_bits(key: jax.Array, shape: tuple) -> jax.Array:
@@ -92,7 +99,7 @@ def hash_uniform_bits(key: jax.Array, shape: tuple) -> jax.Array:
         raise ValueError(f"dropout tensor of {n} elements is too large for 32-bit counters")
     seed = jax.random.bits(key, (2,), jnp.uint32)
     idx = jax.lax.iota(jnp.uint32, n).reshape(shape)
-    return _mix32(_mix32(idx ^ seed[0]) + seed[1])
+    return mix32(mix32(idx ^ seed[0]) + seed[1])
 
 
 def dropout_keep_mask(key: jax.Array, shape: tuple, rate: float, kernels: str) -> jax.Array:
