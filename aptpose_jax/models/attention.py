@@ -86,16 +86,28 @@ def _seed_words(seed: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------------- xla
 
 
+def keep_mask(seed: jax.Array, shape: tuple, rate: float, batch_offset=0) -> jax.Array:
+    """The (B, H, T, T) bool dropout keep mask of the attention probabilities.
+
+    Args:
+      seed: uint32[2] (or int32[2] with the same bits).
+      shape: (B, H, T, T).
+      rate: dropout rate in [0, 1).
+      batch_offset: int32 scalar added to the batch index (a shard's place in the batch).
+    """
+    b, n_heads, t, _ = shape
+    bi, hi, ii, ji = (lax.broadcasted_iota(jnp.int32, shape, d) for d in range(4))
+    index = _flat_index(bi + batch_offset, hi, ii, ji, n_heads, t)  # (B, H, T, T)
+    return keep_from_index(index, _seed_words(seed), rate)
+
+
 def xla_attention(q, k, v, seed, rate: float, batch_offset, precision) -> jax.Array:
     """The reference formulation in plain jnp; `seed` int32[2] (ignored when rate is 0)."""
     b, n_heads, t, _ = q.shape
     s = jnp.einsum("bhqd,bhkd->bhqk", q, k, precision=precision, preferred_element_type=F32)
     p = jax.nn.softmax(s, axis=-1)  # (B, H, T, T) float32
     if rate > 0.0:
-        shape = (b, n_heads, t, t)
-        bi, hi, ii, ji = (lax.broadcasted_iota(jnp.int32, shape, d) for d in range(4))
-        index = _flat_index(bi + batch_offset, hi, ii, ji, n_heads, t)  # (B, H, T, T)
-        keep = keep_from_index(index, seed, rate)
+        keep = keep_mask(seed, (b, n_heads, t, t), rate, batch_offset)  # (B, H, T, T)
         p = jnp.where(keep, p * np.float32(1.0 / (1.0 - rate)), np.float32(0.0))
     return jnp.einsum(
         "bhqk,bhkd->bhqd", p.astype(v.dtype), v, precision=precision, preferred_element_type=F32
