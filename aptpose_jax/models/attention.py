@@ -83,9 +83,6 @@ def _seed_words(seed: jax.Array) -> jax.Array:
     return lax.bitcast_convert_type(seed.astype(jnp.uint32), jnp.int32)
 
 
-# ----------------------------------------------------------------------------------- xla
-
-
 def keep_mask(seed: jax.Array, shape: tuple, rate: float, batch_offset=0) -> jax.Array:
     """The (B, H, T, T) bool dropout keep mask of the attention probabilities.
 
@@ -112,9 +109,6 @@ def xla_attention(q, k, v, seed, rate: float, batch_offset, precision) -> jax.Ar
     return jnp.einsum(
         "bhqk,bhkd->bhqd", p.astype(v.dtype), v, precision=precision, preferred_element_type=F32
     )  # (B, H, T, D)
-
-
-# -------------------------------------------------------------------------------- pallas
 
 
 class _Cfg(NamedTuple):
@@ -296,9 +290,6 @@ def pallas_attention(q, k, v, seed, rate: float, batch_offset, precision, block=
     return _fused(qp, kp, vp, meta, cfg)[:, :, :t, :d]  # (B, H, T, D)
 
 
-# --------------------------------------------------------------------------------- cudnn
-
-
 def cudnn_attention(q, k, v, rate: float) -> jax.Array:
     """cuDNN fused attention (GPU, evaluation): no dropout, bfloat16/float16 inputs."""
     if rate > 0.0:
@@ -314,9 +305,6 @@ def cudnn_attention(q, k, v, rate: float) -> jax.Array:
     qt, kt, vt = (x.transpose(0, 2, 1, 3) for x in (q, k, v))  # (B, T, H, D)
     out = jax.nn.dot_product_attention(qt, kt, vt, scale=1.0, implementation="cudnn")
     return out.transpose(0, 2, 1, 3).astype(F32)  # (B, H, T, D)
-
-
-# -------------------------------------------------------------------------------- public
 
 
 def _local(q, k, v, seed, batch_offset, *, rate, impl, precision, block):
