@@ -1,7 +1,9 @@
 """models/attention.py: the Pallas kernels (interpreted on CPU) equal the XLA formulation, and
 the counter-hash dropout mask has the right rate, scaling, independence and batch offsets."""
 
+import functools
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -166,3 +168,42 @@ def test_shard_map_over_the_data_axis_equals_unsharded(impl):
     sharded = jax.jit(lambda q, k, v: attention(q, k, v, mesh=mesh, **kw))(qs, ks, vs)
     unsharded = attention(q, k, v, **kw)
     np.testing.assert_allclose(sharded, unsharded, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "dtype, precision, expected",
+    [(jnp.float32, HIGHEST, "ieee"), (jnp.float32, jax.lax.Precision.DEFAULT, "tf32"),
+     (jnp.bfloat16, None, "bf16")],
+)  # fmt: skip
+def test_pallas_lowers_to_triton(dtype, precision, expected, monkeypatch, capsys):
+    """Without a GPU: export for CUDA runs JAX's Triton lowering of the three kernels (forward,
+    dQ, dK/dV); float32 dots are IEEE with HIGHEST (Triton prints no inputPrecision then), TF32
+    with DEFAULT; bfloat16 dots take bfloat16 operands. PTX compilation is not covered."""
+    from jax.experimental import pallas as pl
+
+    monkeypatch.setattr(pl, "pallas_call", functools.partial(pl.pallas_call, debug=True))
+    x = jax.ShapeDtypeStruct((2, 8, 243, 32), dtype)
+    w = jax.ShapeDtypeStruct((2, 8, 243, 32), jnp.float32)
+
+    def grads(q, k, v, w):
+        def loss(q, k, v):
+            out = attention(
+                q, k, v, dropout_rate=0.1, seed=SEED, impl="pallas", precision=precision,
+                interpret=False,
+            )  # fmt: skip
+            return jnp.sum(out * w)
+
+        return jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+
+    triton = jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
+    exported = jax.export.export(jax.jit(grads), platforms=["cuda"], disabled_checks=[triton])
+    text = exported(x, x, x, w).mlir_module()
+    assert text.count("__gpu$xla.gpu.triton") == 3
+    dots = re.findall(r"tt\.dot [^\n]*", capsys.readouterr().out)
+    assert len(dots) == 9  # forward 2, dQ 3, dK/dV 4
+    if expected == "ieee":
+        assert not any("inputPrecision" in d for d in dots)
+    elif expected == "tf32":
+        assert all("inputPrecision = tf32" in d for d in dots)
+    else:
+        assert all("xbf16> *" in d for d in dots)

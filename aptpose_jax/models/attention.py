@@ -272,7 +272,9 @@ def _fused_bwd(cfg: _Cfg, res, do):
 _fused.defvjp(_fused_fwd, _fused_bwd)
 
 
-def pallas_attention(q, k, v, seed, rate: float, batch_offset, precision, block=None):
+def pallas_attention(
+    q, k, v, seed, rate: float, batch_offset, precision, block=None, interpret=None
+):
     """Fused attention on one device's (B, H, T, D) batch; `seed` int32[2]. See module doc."""
     b, n_heads, t, d = q.shape
     if t > 256:
@@ -281,7 +283,8 @@ def pallas_attention(q, k, v, seed, rate: float, batch_offset, precision, block=
     block = min(block or 32, tp)
     if block < 16 or block & (block - 1):
         raise ValueError(f"attention block must be a power of 2 >= 16, got {block}")
-    interpret = jax.default_backend() == "cpu"
+    if interpret is None:
+        interpret = jax.default_backend() == "cpu"
     cfg = _Cfg(b, n_heads, t, tp, block, float(rate), 1.0 / (1.0 - rate), precision, interpret,
                8 if block * tp >= 8192 else 4)  # fmt: skip
     pad = ((0, 0), (0, 0), (0, tp - t), (0, dp - d))
@@ -307,11 +310,11 @@ def cudnn_attention(q, k, v, rate: float) -> jax.Array:
     return out.transpose(0, 2, 1, 3).astype(F32)  # (B, H, T, D)
 
 
-def _local(q, k, v, seed, batch_offset, *, rate, impl, precision, block):
+def _local(q, k, v, seed, batch_offset, *, rate, impl, precision, block, interpret):
     if impl == "xla":
         return xla_attention(q, k, v, seed, rate, batch_offset, precision)
     if impl == "pallas":
-        return pallas_attention(q, k, v, seed, rate, batch_offset, precision, block)
+        return pallas_attention(q, k, v, seed, rate, batch_offset, precision, block, interpret)
     return cudnn_attention(q, k, v, rate)
 
 
@@ -327,6 +330,7 @@ def attention(
     batch_offset=0,
     mesh=None,
     block: int | None = None,
+    interpret: bool | None = None,
 ) -> jax.Array:
     """`dropout(softmax(q k^T)) @ v` per head, q already scaled by 1/sqrt(D).
 
@@ -342,6 +346,8 @@ def attention(
         `jax.shard_map` per device, with batch_offset + axis_index * local batch, so the mask is
         the one of the unsharded call.
       block: rows per Pallas program (power of 2 >= 16; default 32).
+      interpret: run the Pallas kernels interpreted (default: when the backend is CPU); False
+        on CPU still lowers to Triton, for exporting to GPUs.
 
     Returns:
       (B, H, T, D) float32.
@@ -370,7 +376,9 @@ def attention(
         )
     seed_words = _seed_words(seed) if rate > 0.0 else jnp.zeros((2,), jnp.int32)
     offset_arr = jnp.asarray(batch_offset, jnp.int32)
-    fn = functools.partial(_local, rate=rate, impl=impl, precision=precision, block=block)
+    fn = functools.partial(
+        _local, rate=rate, impl=impl, precision=precision, block=block, interpret=interpret
+    )
     if mesh is None or mesh.shape.get(DATA_AXIS, 1) == 1:
         return fn(q, k, v, seed_words, offset_arr)
     return _sharded(fn, mesh, q, k, v, seed_words, offset_arr)
