@@ -27,6 +27,7 @@ from flax import nnx
 from aptpose_jax import losses
 from aptpose_jax.masking import MaskSpec, draw_masks
 from aptpose_jax.models import ModelConfig, build_model
+from aptpose_jax.models.layers import draw_dropout_seeds
 
 
 def _loss(stage: str, out: dict, batch: dict, masks) -> jax.Array:

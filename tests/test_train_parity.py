@@ -4,9 +4,9 @@ One deterministic training step per stage (dropout at p=0, BatchNorm with batch 
 fixture's masks and targets) goes through `steps.make_train_step`, the function training uses,
 and is compared array by array with the reference: ||ours - ref|| / ||ref|| <= 1e-5 for the loss
 (and the four Stage II terms), the gradient of every parameter, the BatchNorm running statistics
-after the forward and every parameter after one AMSGrad step at lr 1e-3. With dropout at p=0.1, the summed
-per-element output variance over dropout keys is compared with the reference's 256 torch seeds
-(and, for Stage I, the mean loss).
+after the forward and every parameter after one AMSGrad step at lr 1e-3. With dropout at p=0.1,
+the summed per-element output variance over dropout keys is compared with the reference's 256
+torch seeds (and, for Stage I, the mean loss).
 
 The fixture's Stage II bone terms use the official `get_BoneVecbypose3d` (parent - child, Q12),
 the pairs of `skeleton.H36M_BONE_PAIRS`, which the step is given as training gives them.

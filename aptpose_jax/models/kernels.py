@@ -31,6 +31,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 F32 = jnp.float32
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -185,12 +186,18 @@ def matmul(x: jax.Array, w: jax.Array, compute: Compute) -> jax.Array:
 
 
 def mix32(x: jax.Array) -> jax.Array:
-    """`lowbias32` integer hash (Wellons): a well-mixed bijection on uint32."""
-    x = x ^ (x >> 16)
-    x = x * jnp.uint32(0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = x * jnp.uint32(0x846CA68B)
-    return x ^ (x >> 16)
+    """`lowbias32` integer hash (Wellons): a well-mixed bijection on 32-bit words.
+
+    Takes uint32 or int32 and gives the same bits for both (logical shifts, wrapping products),
+    so a kernel whose compiler only handles small signed constants (Triton) can hash in int32.
+    This is the one definition of the hash; the attention dropout mask uses it too.
+    """
+    sixteen, fifteen = jnp.asarray(16, x.dtype), jnp.asarray(15, x.dtype)
+    x = x ^ jax.lax.shift_right_logical(x, sixteen)
+    x = x * np.uint32(0x7FEB352D).view(x.dtype)
+    x = x ^ jax.lax.shift_right_logical(x, fifteen)
+    x = x * np.uint32(0x846CA68B).view(x.dtype)
+    return x ^ jax.lax.shift_right_logical(x, sixteen)
 
 
 def counter_bits(seed: jax.Array, index: jax.Array) -> jax.Array:

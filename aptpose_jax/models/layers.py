@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from aptpose_jax.models.attention import attention
 from aptpose_jax.models.kernels import (
     Compute,
-    batched_matmul,
     counter_bits,
     dropout_keep_mask,
     keep_threshold,
@@ -242,18 +242,19 @@ class MultiHeadedAttention(nnx.Module):
         # 1/sqrt(dk) scales q (in float32, before the operand cast) rather than the scores:
         # a scalar times the (B, h, T, T) scores made XLA:CPU materialise a full-size
         # broadcast of the constant for the YNNPACK score fusion (1-3% of a training step).
-        q = qkv[0] * np.float32(1.0 / math.sqrt(d_k))
-        out = xla_attention(q, qkv[1], qkv[2], self.dropout, self.compute)  # (B, h, T, dk)
+        dt, drop = self.compute.operand_dtype, self.dropout
+        q = (qkv[0] * np.float32(1.0 / math.sqrt(d_k))).astype(dt)
+        out = attention(  # (B, h, T, dk); dropout on the probabilities inside
+            q,
+            qkv[1].astype(dt),
+            qkv[2].astype(dt),
+            dropout_rate=drop.rate if drop.active else 0.0,
+            seed=drop.seed[...] if drop.active else None,
+            impl=self.compute.attention,
+            precision=self.compute.precision,
+        )
         out = out.transpose(0, 2, 1, 3).reshape(b, t, c)  # (B, T, h*dk): heads concatenated
         return self.linears[3](out)
-
-
-def xla_attention(q, k, v, dropout: Dropout, compute: Compute) -> jax.Array:
-    """softmax(q k^T) with dropout on the probabilities, times v: `(B, h, T, dk)`, float32."""
-    dt, prec = compute.operand_dtype, compute.precision
-    scores = batched_matmul(q, jnp.swapaxes(k, -1, -2), dt, prec)  # (B, h, T, T)
-    p = dropout(jax.nn.softmax(scores, axis=-1))
-    return batched_matmul(p, v, dt, prec)
 
 
 class PositionwiseFeedForward(nnx.Module):
