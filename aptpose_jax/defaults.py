@@ -114,6 +114,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.kernels.set = "auto"  # "cpu" (XLA:CPU formulations) or "plain"
     c.kernels.dropout = "auto"  # "hash" (counter hash, never stored) or "threefry"
     c.kernels.attention = "auto"  # "xla", "pallas" (fused kernel) or "cudnn" (no dropout)
+    # XLA's persistent compilation cache: "auto" ($JAX_COMPILATION_CACHE_DIR, else
+    # ~/.cache/aptpose_jax/xla), "off", or a directory. A second run or a resume compiles nothing.
+    c.compile_cache = "auto"
     c.deterministic = False  # GPU: deterministic reductions (bitwise resume), slower (README)
     return c
 

@@ -16,7 +16,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from aptpose_jax import config_files, errors, logs, train
+from aptpose_jax import config_files, errors, logs, process, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -63,10 +63,13 @@ def main(argv):
     logs.configure_console(explicit_verbosity=verbosity.present)
     debug = _DEBUG.value or (verbosity.present and verbosity.value >= 1)
     explicit = overridden_fields(sys.argv)
-    summary = errors.exit_on_user_error(
-        lambda: train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, explicit=explicit),
-        debug=debug,
-    )
+    config = _CONFIG.value
+
+    def run_config():
+        process.setup(config)  # before anything touches a device
+        return train.train_and_evaluate(config, _WORKDIR.value, explicit=explicit)
+
+    summary = errors.exit_on_user_error(run_config, debug=debug)
     if summary.get("table"):
         print(summary["table"])  # the entry point's result for the user
 

@@ -315,9 +315,6 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path, explicit=frozens
         them that the loaded weights contradict is an error (`weights.adopt_sizes`).
     """
     check_config(config)
-    if config.deterministic:
-        sharding.request_deterministic_gpu_ops()
-    sharding.maybe_initialize_distributed()
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = sharding.make_mesh()
     training = config.mode == "train"

@@ -1,85 +1,19 @@
 """Data-parallel device mesh: parameters replicated, batches sharded along a `data` axis.
 
 One mechanism serves one CPU, one GPU, several GPUs and several hosts: `jax.jit` with
-`NamedSharding`s on a 1-D mesh over every device of every process (no pmap). A process is
-one of several when launched so (see README "Several processes"):
-
-* `JAX_COORDINATOR_ADDRESS=host:port JAX_NUM_PROCESSES=n JAX_PROCESS_ID=i` (any machine);
-* `APTPOSE_DISTRIBUTED=1`, or a SLURM job step with more than one task: JAX detects the
-  cluster (SLURM, Cloud TPU pods, Open MPI, Kubernetes) and needs no addresses.
-
-`maybe_initialize_distributed()` then calls `jax.distributed.initialize()`, before anything
-touches a device (it must come first).
+`NamedSharding`s on a 1-D mesh over every device of every process (no pmap). Starting several
+processes is `process.py`'s job.
 """
 
 from __future__ import annotations
 
-import os
-
 import jax
 import numpy as np
-from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from aptpose_jax.errors import ConfigError
 
 DATA_AXIS = "data"
-
-# What `deterministic=True` adds to XLA_FLAGS: deterministic GPU reductions and scatters
-# (atomics-free), and no autotuned kernels that are not run-to-run deterministic.
-DETERMINISTIC_XLA_FLAGS = (
-    "--xla_gpu_deterministic_ops=true",
-    "--xla_gpu_exclude_nondeterministic_ops=true",
-)
-
-
-def _distributed_requested() -> bool:
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("APTPOSE_DISTRIBUTED") == "1":
-        return True
-    return int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1
-
-
-def maybe_initialize_distributed() -> None:
-    """Initialises multi-process JAX when the environment asks for it (idempotent).
-
-    Raises:
-      ValueError: JAX_NUM_PROCESSES / JAX_PROCESS_ID are not integers.
-    """
-    if not _distributed_requested() or jax.distributed.is_initialized():
-        return
-    kwargs = {}
-    for name, arg in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
-        value = os.environ.get(name)
-        if value is not None:
-            try:
-                kwargs[arg] = int(value)
-            except ValueError:
-                raise ValueError(f"{name}={value!r} is not an integer") from None
-    jax.distributed.initialize(**kwargs)
-    logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
-
-
-def request_deterministic_gpu_ops() -> None:
-    """Adds `DETERMINISTIC_XLA_FLAGS` to XLA_FLAGS; must run before JAX starts a backend.
-
-    CPU results are run-to-run deterministic already; on GPUs these flags make reductions and
-    scatter-adds deterministic (bitwise resume), at a throughput cost (see README).
-    """
-    from jax._src import xla_bridge  # no public query for "has a backend started?"
-
-    flags = os.environ.get("XLA_FLAGS", "")
-    missing = [f for f in DETERMINISTIC_XLA_FLAGS if f not in flags]
-    if not missing:
-        return
-    started = getattr(xla_bridge, "backends_are_initialized", lambda: False)
-    if started():
-        logging.warning(
-            "deterministic=True came after JAX started its backend: set XLA_FLAGS=%r in the "
-            "environment instead",
-            " ".join(DETERMINISTIC_XLA_FLAGS),
-        )
-        return
-    os.environ["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
 
 
 def make_mesh() -> Mesh:

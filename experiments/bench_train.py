@@ -61,7 +61,7 @@ for _path in (REPO_ROOT, REPO_ROOT / "experiments"):  # run as a file, or loaded
 
 import measure  # noqa: E402
 
-from aptpose_jax import run_builder, sharding  # noqa: E402
+from aptpose_jax import process, run_builder, sharding  # noqa: E402
 from aptpose_jax.datasets.demo import ensure_demo_data  # noqa: E402
 from aptpose_jax.train import epoch_order, learning_rate  # noqa: E402
 
@@ -143,8 +143,13 @@ def _time_steps(batch_of, feed, step, n: int, warmup: int, pipelined: bool) -> d
     return dict(step_ms=ms(tot), device_ms=ms(dev), input_ms=ms(inp), **times)
 
 
-def _figures(mode: str, b: int, flops, compile_s: float, times: dict, peak: float) -> dict:
-    """The reported row: throughput as training feeds, utilisation from the device's time."""
+def _figures(mode: str, b: int, cost, compile_s: float, times: dict, peak: float) -> dict:
+    """The reported row: throughput as training feeds, utilisation from the device's time.
+
+    `cost` = XLA's (FLOPs, bytes accessed) of one step; achieved_gbps = bytes / busy time, to
+    hold against the HBM bandwidth (a bound when the step is memory-bound).
+    """
+    flops, nbytes = cost
     step_ms = times.get("pipelined_ms") or times["step_ms"]
     rate = b / (step_ms / 1e3)
     achieved = None if flops is None else flops / (times["busy_ms"] / 1e3)  # FLOP/s
@@ -157,6 +162,8 @@ def _figures(mode: str, b: int, flops, compile_s: float, times: dict, peak: floa
         achieved_gflops=None if achieved is None else round(achieved / 1e9, 2),
         matmul_gflops=round(peak / 1e9, 2),
         utilisation=None if achieved is None else round(achieved / peak, 4),
+        bytes_per_step=None if nbytes is None else round(nbytes),
+        achieved_gbps=None if nbytes is None else round(nbytes / (times["busy_ms"] / 1e3) / 1e9, 1),
     )
     if mode == "train":
         row["h36m_epoch_s"] = round(H36M_EPOCH_WINDOWS / rate, 1)
@@ -187,7 +194,7 @@ def bench_train(run, args) -> tuple[dict, object]:
     t0 = time.perf_counter()
     compiled = run.train_step.lower(holder["state"], batch_of(0), key(0), lr).compile()
     compile_s = time.perf_counter() - t0
-    flops = measure.xla_cost(compiled, len(jax.devices()))[0]
+    cost = measure.xla_cost(compiled, len(jax.devices()))
     gemms = measure.gemm_operand_dtypes(compiled)
 
     def step(batch, i):
@@ -199,7 +206,7 @@ def bench_train(run, args) -> tuple[dict, object]:
     peak = max(peak, _matmul_peak(args))
     if args.profile:
         _profile(args.profile, step, batch_of)
-    row = _figures("train", b, flops, compile_s, times, peak)
+    row = _figures("train", b, cost, compile_s, times, peak)
     return {**row, "gemm_operands": gemms}, holder["state"]
 
 
@@ -227,7 +234,7 @@ def bench_eval(run, args, state=None) -> dict:
     t0 = time.perf_counter()
     compiled = run.eval_step.lower(params, stats, batch_of(0), key).compile()
     compile_s = time.perf_counter() - t0
-    flops = measure.xla_cost(compiled, len(jax.devices()))[0]
+    cost = measure.xla_cost(compiled, len(jax.devices()))
     peak = _matmul_peak(args)
     times = _time_steps(
         batch_of,
@@ -238,7 +245,7 @@ def bench_eval(run, args, state=None) -> dict:
         args.pipelined,
     )
     peak = max(peak, _matmul_peak(args))
-    return _figures("eval", b, flops, compile_s, times, peak)
+    return _figures("eval", b, cost, compile_s, times, peak)
 
 
 def _ints(text: str) -> list[int]:
@@ -324,7 +331,7 @@ def _bench_one(stage, dtype, batch, pipe, args, root, common) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.deterministic:
-        sharding.request_deterministic_gpu_ops()  # before JAX starts its backend
+        process.request_deterministic_gpu_ops()  # before JAX starts its backend
     logging.set_verbosity(logging.WARNING)
     root = pathlib.Path(args.data_root)
     root = root if root.is_absolute() else REPO_ROOT / root

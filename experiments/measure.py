@@ -33,7 +33,13 @@ def loadavg() -> list[float]:
 
 
 def git_commit() -> str:
-    """Short commit of the repository, with "+dirty" when tracked files differ from it."""
+    """Short commit of the repository, with "+dirty" when tracked files differ from it.
+
+    `APTPOSE_COMMIT` in the environment wins (a copy of the tree without .git, e.g. on a
+    device machine, says which commit it is).
+    """
+    if os.environ.get("APTPOSE_COMMIT"):
+        return os.environ["APTPOSE_COMMIT"]
 
     def git(*argv: str) -> str:
         out = subprocess.run(["git", *argv], cwd=REPO_ROOT, capture_output=True, text=True)
@@ -146,13 +152,20 @@ def matmul_flops(mesh: Mesh, dtype: str, n: int, reps: int = 5) -> float:
     ceiling of a data-parallel step on the same devices. Inputs in `dtype`, float32
     accumulation, as the model's layers compute (XLA:CPU then runs bf16 on AMX/oneDNN where the
     CPU has it; a bf16-output matmul has no such path). Best rather than median: it is the
-    ceiling a step is compared with.
+    ceiling a step is compared with. dtype "float32" is true float32 (`Precision.HIGHEST`, as
+    the model runs it), "tf32" float32 operands at the backend's default precision.
     """
     k = mesh.devices.size
     shard = sharding.batch_sharded(mesh)
-    a = jax.device_put(jnp.full((k, n, n), 0.5, dtype), shard)  # (D, n, n)
-    b = jax.device_put(jnp.full((k, n, n), 0.25, dtype), shard)
-    mm = jax.jit(lambda x, y: jnp.einsum("dij,djk->dik", x, y, preferred_element_type=jnp.float32))
+    precision = jax.lax.Precision.HIGHEST if dtype == "float32" else None
+    dtype = "float32" if dtype == "tf32" else dtype
+    a = jax.device_put(jax.random.uniform(jax.random.key(0), (k, n, n), dtype), shard)  # (D,n,n)
+    b = jax.device_put(jax.random.uniform(jax.random.key(1), (k, n, n), dtype), shard)
+    mm = jax.jit(
+        lambda x, y: jnp.einsum(
+            "dij,djk->dik", x, y, preferred_element_type=jnp.float32, precision=precision
+        )
+    )
     jax.block_until_ready(mm(a, b))
     best = float("inf")
     for _ in range(reps):

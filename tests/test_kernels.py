@@ -186,20 +186,25 @@ def test_bf16_training_step_has_no_float32_dot():
     assert not f32_dots, f32_dots[:3]
 
 
-def test_deterministic_option_adds_the_gpu_flags_only_before_the_backend_starts(monkeypatch):
-    from jax._src import xla_bridge
-
-    from aptpose_jax import sharding
+def test_deterministic_option_adds_the_gpu_flags_once(monkeypatch):
+    from aptpose_jax import process
 
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
-    sharding.request_deterministic_gpu_ops()
+    process.request_deterministic_gpu_ops()
     flags = os.environ["XLA_FLAGS"].split()
     assert flags[0] == "--xla_force_host_platform_device_count=8"
-    assert set(sharding.DETERMINISTIC_XLA_FLAGS) <= set(flags)
-    sharding.request_deterministic_gpu_ops()  # idempotent
+    assert set(process.DETERMINISTIC_XLA_FLAGS) <= set(flags)
+    process.request_deterministic_gpu_ops()  # idempotent
     assert len(os.environ["XLA_FLAGS"].split()) == len(flags)
-    monkeypatch.setenv("XLA_FLAGS", "")
-    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: True)
-    sharding.request_deterministic_gpu_ops()  # too late: warns, changes nothing
-    assert os.environ["XLA_FLAGS"] == ""
+
+
+def test_compile_cache_setting(monkeypatch, tmp_path):
+    from aptpose_jax import process
+
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "env"))
+    assert process.compile_cache_dir("auto") == tmp_path / "env"
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert process.compile_cache_dir("auto") == tmp_path / "xdg" / "aptpose_jax" / "xla"
+    assert process.compile_cache_dir("off") is None
+    assert process.compile_cache_dir(str(tmp_path / "mine")) == tmp_path / "mine"
