@@ -228,6 +228,21 @@ def contact_sheet(frames: list[np.ndarray], columns: int = 2) -> Image.Image:
     return sheet
 
 
+def person_crop(keypoints_px: np.ndarray, resolution) -> tuple[np.ndarray, tuple[int, int]]:
+    """Without a video frame to show, the 2D panel zooms on the square where the person moves
+    over the whole sequence (a fixed crop, 20% margin): returns (shifted keypoints, crop size)."""
+    xy = keypoints_px[..., :2]
+    if not np.isfinite(xy).any():
+        return keypoints_px, resolution
+    lo, hi = np.nanmin(xy, axis=(0, 1)), np.nanmax(xy, axis=(0, 1))  # (2,)
+    side = 1.2 * float(max(hi - lo))
+    if not 0 < side < min(resolution):
+        return keypoints_px, resolution
+    shifted = np.array(keypoints_px, np.float32, copy=True)
+    shifted[..., :2] -= (lo + hi) / 2 - side / 2
+    return shifted, (int(round(side)), int(round(side)))
+
+
 def render_result(
     stem: str | Path,
     keypoints_px: np.ndarray,
@@ -250,7 +265,8 @@ def render_result(
       resolution: (w, h) of the video the keypoints belong to.
       poses_world: (T, 17, 3) world-frame poses drawn on the right.
       filled: optional (T, 17) bool, interpolated joints (drawn hollow).
-      video: the source video, drawn under the keypoints (its frame t under keypoint row t).
+      video: the source video, drawn under the keypoints (its frame t under keypoint row t);
+        without it the 2D panel zooms on the person (`person_crop`).
       fps: frame rate of the output.
       size: (width, height) of the output frames (default: 640-pixel square panels).
       truth_world: optional (N, 17, 3) world-frame ground truth, drawn in a third panel
@@ -268,6 +284,8 @@ def render_result(
     frames_in = iter(())
     if video is not None:
         frames_in = read_video_frames(video, renderer.video_frame_size(resolution))
+    else:
+        keypoints_px, resolution = person_crop(keypoints_px, resolution)
     writer = VideoWriter(stem, size, fps)
     kept = []
     try:
