@@ -12,7 +12,7 @@ Demo:
   python -m aptpose_jax.main --config=configs/h36m_eval.py:demo --workdir=workdirs/demo/eval
 """
 
-from aptpose_jax.defaults import DEMO_WORKDIR, apply_demo, base_config, parse_arg
+from aptpose_jax.defaults import DEMO_WORKDIR, apply_h36m_demo, base_config, parse_arg
 
 
 def get_config(arg=None):
@@ -26,6 +26,6 @@ def get_config(arg=None):
     c.data.keypoints = "gt" if "gt" in words else "cpn_ft_h36m_dbb"
     c.masks.joints_per_frame = 0
     if "demo" in words:
-        apply_demo(c)
+        apply_h36m_demo(c)
         c.init.from_workdir = f"{DEMO_WORKDIR}/finetune"
     return c

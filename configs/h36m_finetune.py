@@ -12,7 +12,7 @@ Expected: P1 around 42-43 mm (CPN, the released APTPose checkpoint encodes 42.60
 8 layers); the demo run ends with a per-action table on synthetic data.
 """
 
-from aptpose_jax.defaults import DEMO_WORKDIR, apply_demo, base_config, parse_arg
+from aptpose_jax.defaults import DEMO_WORKDIR, apply_h36m_demo, base_config, parse_arg
 
 
 def get_config(arg=None):
@@ -29,6 +29,6 @@ def get_config(arg=None):
     c.optim.lr = 7e-4
     c.optim.lr_decay = 0.97
     if "demo" in words:
-        apply_demo(c)
+        apply_h36m_demo(c)
         c.init.from_workdir = f"{DEMO_WORKDIR}/pretrain"
     return c

@@ -10,7 +10,7 @@ Expected: the printed metric is the 2D reconstruction error x1000 (normalised un
 falls steadily; APTPose does not report a Stage I number.
 """
 
-from aptpose_jax.defaults import apply_demo, base_config, parse_arg
+from aptpose_jax.defaults import apply_h36m_demo, base_config, parse_arg
 
 
 def get_config(arg=None):
@@ -26,5 +26,5 @@ def get_config(arg=None):
     c.optim.lr = 1e-4
     c.optim.lr_decay = 0.97
     if "demo" in words:
-        apply_demo(c)
+        apply_h36m_demo(c)
     return c
