@@ -59,7 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=256, help="windows per jitted batch")
     p.add_argument("--with-gt", nargs="?", const="keypoints", metavar="DATA_3D.npz:S/ACTION/CAM",
                    help="draw and score the 3D ground truth: alone, the keypoint file's "
-                   "positions_3d; or a Human3.6M sequence, e.g. data_3d_h36m.npz:S9/Walking/1")  # fmt: skip
+                   "positions_3d; or a Human3.6M sequence, e.g. "
+                   "data_3d_h36m.npz:S9/Walking/1")  # fmt: skip
     p.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     return p.parse_args(argv)
 

@@ -4,9 +4,10 @@ Each frame is two square panels: left, the COCO 2D keypoints (over the video fra
 is given; interpolated joints hollow); right, the world-frame 3D skeleton (`world_frame`) from
 a fixed three-quarter viewpoint (45 deg to the side of the camera, 15 deg above) over a ground
 grid. With a 3D ground truth (`infer --with-gt`) a third panel draws it, root-aligned and in
-the same axes, and a caption line under the panels gives the errors. Drawing is Pillow on a pre-drawn background (no figure redraw per frame), video frames
-are decoded and scaled by ffmpeg, and the video is encoded by the ffmpeg binary that the
-`imageio-ffmpeg` wheel ships; without it the result is an animated GIF (Pillow).
+the same axes, and a caption line under the panels gives the errors. Drawing is Pillow on a
+pre-drawn background (no figure redraw per frame), video frames are decoded and scaled by
+ffmpeg, and the video is encoded by the ffmpeg binary that the `imageio-ffmpeg` wheel ships;
+without it the result is an animated GIF (Pillow).
 `experiments/bench_render.py` measures the frame rate.
 """
 

@@ -69,7 +69,8 @@ def test_every_config_loads_and_initialises(path, arg):
     assert n_params > 0
     if arg == "demo":
         # `make demo` (the h36m configs) lifts 9-frame windows; the other demos keep 27.
-        assert config.data.demo and config.model.frames == (9 if path.stem.startswith("h36m") else 27)
+        frames = 9 if path.stem.startswith("h36m") else 27
+        assert config.data.demo and config.model.frames == frames
 
 
 def test_config_override_typo_is_an_error(tmp_path):
