@@ -1,7 +1,8 @@
 """A "user's video" keypoint file from the demo data, for `make demo`'s infer step.
 
-Takes the synthetic Detectron COCO keypoints of one demo test sequence (a Human3.6M-like
-camera view, `data_2d_h36m_detectron_pt_coco.npz`) and writes them as a VideoPose3D custom
+Takes the synthetic Detectron COCO keypoints of one demo test sequence (by default S9's
+"Discussion", two-arm gestures with the person turning, camera 0; a Human3.6M-like camera
+view, `data_2d_h36m_detectron_pt_coco.npz`) and writes them as a VideoPose3D custom
 npz `data_2d_custom_demo.npz` with the camera's frame size in its metadata, i.e. exactly
 what VideoPose3D's `prepare_data_2d_custom.py` gives for a real video. Unlike a real video's
 file it also carries the sequence's 3D ground truth, `positions_3d[video]` (T, 17, 3): the
@@ -27,14 +28,21 @@ from aptpose_jax.errors import UserError, exit_on_user_error
 
 
 def write_demo_video_keypoints(
-    root: str | Path, out: str | Path, *, subject: str = "S9", camera: int = 0, frames: int = 150
+    root: str | Path,
+    out: str | Path,
+    *,
+    subject: str = "S9",
+    action: str = "Discussion",
+    camera: int = 0,
+    frames: int = 150,
 ) -> Path:
     """Writes one demo test sequence's COCO keypoints as a VideoPose3D custom npz.
 
     Args:
       root: the demo data folder (generated there when missing).
       out: the npz to write.
-      subject: a demo test subject; its first "Walking" sequence is taken (else its first).
+      subject: a demo test subject.
+      action: an action class; the subject's first sequence of it is taken (else its first).
       camera: the camera view (0-3); its frame size goes into the metadata.
       frames: at most this many frames (a short video renders in seconds).
 
@@ -44,7 +52,7 @@ def write_demo_video_keypoints(
     root = ensure_demo_data(root)
     positions = load_npz(Path(root) / "data_2d_h36m_detectron_pt_coco.npz")["positions_2d"]
     actions = sorted(positions[subject])
-    action = next((a for a in actions if a.startswith("Walking")), actions[0])
+    action = next((a for a in actions if a.split(" ")[0] == action), actions[0])
     world = load_npz(Path(root) / "data_3d_h36m.npz")["positions_3d"][subject][action]
     # Detector files may hold a few frames more than the mocap (§1.1): keep the common ones.
     n = min(frames, len(world), len(positions[subject][action][camera]))
@@ -79,9 +87,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", default="data/demo", help="demo data folder")
     parser.add_argument("--out", default="data/demo/data_2d_custom_demo.npz")
     parser.add_argument("--frames", type=int, default=150)
+    parser.add_argument("--subject", default="S9", help="a demo test subject (S9, S11)")
+    parser.add_argument("--action", default="Discussion", help="an action class, e.g. Walking")
     args = parser.parse_args(argv)
     path = exit_on_user_error(
-        lambda: write_demo_video_keypoints(args.root, args.out, frames=args.frames)
+        lambda: write_demo_video_keypoints(
+            args.root, args.out, subject=args.subject, action=args.action, frames=args.frames
+        )
     )
     print(f"demo keypoints: {path}")
 
