@@ -13,6 +13,7 @@ from aptpose_jax.datasets import camera as cam_lib
 from aptpose_jax.datasets.demo_video import write_demo_video_keypoints
 from aptpose_jax.datasets.safe_npz import load_npz
 from aptpose_jax.datasets.skeleton import H36M_KEPT_JOINTS
+from aptpose_jax.errors import UserError
 from aptpose_jax.ground_truth import compare
 
 FRAMES = 24
@@ -141,3 +142,12 @@ def test_view_is_three_quarter_for_a_person_facing_the_camera():
     width = abs(screen[11, 0] - screen[14, 0]) / 0.4
     depth = abs(screen[3, 0] - screen[0, 0]) / 0.4
     assert 0.55 < width < 0.85 and 0.55 < depth < 0.85  # neither edge-on nor flat frontal
+
+
+def test_an_earlier_demo_keypoint_file_is_replaced_and_a_foreign_one_kept(demo_root, tmp_path):
+    old = write_demo_video_keypoints(demo_root, tmp_path / "kp.npz", action="Walking", frames=8)
+    new = write_demo_video_keypoints(demo_root, old, frames=8)  # the default sequence
+    assert list(load_npz(new)["positions_2d"]) == ["S9_Discussion_1_cam0"]
+    np.savez(tmp_path / "mine.npz", positions_2d=np.zeros(3))
+    with pytest.raises(UserError, match="not this demo's keypoint file"):
+        write_demo_video_keypoints(demo_root, tmp_path / "mine.npz", frames=8)

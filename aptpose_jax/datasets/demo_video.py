@@ -16,6 +16,7 @@ Human3.6M 17 joints in that camera's frame (x right, y down, z forward), metres,
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ def write_demo_video_keypoints(
     w, h = camera_resolution(camera)
     name = f"{subject}_{action}_cam{camera}".replace(" ", "_")
     out = Path(out)
-    if out.exists() and not _is_demo_file(out, name):  # never overwrite a user's file
+    if out.exists() and not _is_demo_file(out):  # never overwrite a user's file
         raise UserError(f"{out} exists and is not this demo's keypoint file; choose another --out")
     return save_npz_atomic(
         out,
@@ -73,11 +74,12 @@ def write_demo_video_keypoints(
     )  # fmt: skip
 
 
-def _is_demo_file(path: Path, name: str) -> bool:
-    """Whether `path` is a keypoint file this module wrote for video `name` (any version)."""
+def _is_demo_file(path: Path) -> bool:
+    """Whether `path` is a keypoint file this module wrote (of any demo sequence or version):
+    one video named SUBJECT_ACTION_camN with a 'custom' entry."""
     try:
-        data = load_npz(path)
-        return list(data["positions_2d"]) == [name] and "custom" in data["positions_2d"][name]
+        (name,) = load_npz(path)["positions_2d"].items()
+        return bool(re.fullmatch(r"S\d+_\w+_cam\d", name[0])) and "custom" in name[1]
     except Exception:  # noqa: BLE001 - any unreadable or foreign file is "not ours"
         return False
 
