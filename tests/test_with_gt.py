@@ -151,3 +151,15 @@ def test_an_earlier_demo_keypoint_file_is_replaced_and_a_foreign_one_kept(demo_r
     np.savez(tmp_path / "mine.npz", positions_2d=np.zeros(3))
     with pytest.raises(UserError, match="not this demo's keypoint file"):
         write_demo_video_keypoints(demo_root, tmp_path / "mine.npz", frames=8)
+
+
+def test_without_a_video_the_2d_panel_zooms_on_the_person():
+    kp = np.zeros((5, 17, 3), np.float32)
+    kp[..., 0] = np.linspace(400, 500, 17)  # a person 100 x 200 px in a 1000 x 1000 frame
+    kp[..., 1] = np.linspace(300, 500, 17)
+    shifted, size = render.person_crop(kp, (1000, 1000))
+    assert size == (240, 240)  # the larger side plus 20%
+    assert shifted[..., :2].min() >= 0 and shifted[..., :2].max() <= 240
+    np.testing.assert_allclose(shifted[..., 2], kp[..., 2])
+    same, full = render.person_crop(np.full_like(kp, np.nan), (1000, 1000))
+    assert full == (1000, 1000)
