@@ -20,7 +20,8 @@ install-test: $(VENV)/.installed-test
 
 # Stage I -> Stage II -> evaluation on the embedded demo data (generated on first use), then
 # "your own video": the fine-tuned model lifts the demo's synthetic Detectron COCO keypoints
-# of one test sequence and renders workdirs/demo/video/pose3d.mp4 and frames.png.
+# of one test sequence and renders workdirs/demo/video/pose3d.mp4 and frames.png, with the
+# sequence's 3D ground truth beside the prediction (--with-gt; errors in summary.json).
 # Re-running resumes from the checkpoints in workdirs/demo; `make demo-clean` starts afresh.
 demo: install
 	$(PY) -m aptpose_jax.main --config=configs/h36m_pretrain.py:demo --workdir=workdirs/demo/pretrain
@@ -28,7 +29,8 @@ demo: install
 	$(PY) -m aptpose_jax.main --config=configs/h36m_eval.py:demo --workdir=workdirs/demo/eval
 	$(PY) -m aptpose_jax.datasets.demo_video --root data/demo --out data/demo/data_2d_custom_demo.npz
 	rm -rf workdirs/demo/video
-	$(PY) -m aptpose_jax.infer --keypoints data/demo/data_2d_custom_demo.npz --weights workdirs/demo/finetune --out workdirs/demo/video
+	$(PY) -m aptpose_jax.infer --keypoints data/demo/data_2d_custom_demo.npz --weights workdirs/demo/finetune --out workdirs/demo/video \
+		--with-gt
 
 demo-clean:
 	rm -rf workdirs/demo

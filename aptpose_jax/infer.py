@@ -2,6 +2,7 @@
 
     python -m aptpose_jax.infer --keypoints FILE --weights W --out DIR \
         [--video VIDEO] [--resolution WxH] [--person N] [--max-gap F] [--no-render]
+        [--format FMT] [--with-gt [DATA_3D.npz:SUBJECT/ACTION/CAMERA]]
 
 FILE is a VideoPose3D custom npz, COCO keypoint results JSON, AlphaPose results JSON
 (COCO-17 / Halpe-26) or a plain (T, 17, 2|3) `.npy`/`.npz` (`datasets/keypoint_files.py`).
@@ -12,6 +13,8 @@ interpolated, the keypoints are checked to be pixels of the frame
 lifted by `Predictor` (seq2frame, flip TTA). DIR receives `poses_3d.npz`, `poses_3d.npy`,
 `pose3d.mp4` (or `.gif`), `frames.png` and `summary.json`; it is written as a temporary
 sibling directory renamed at the end, and an existing non-empty DIR is never touched.
+`--with-gt` (`ground_truth.py`) draws the sequence's 3D ground truth beside the prediction and
+adds its per-frame error and P1/P2 to summary.json.
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--fps", type=float, help="frame rate of pose3d.mp4 (default: the video's, else 25)"
     )
     p.add_argument("--batch-size", type=int, default=256, help="windows per jitted batch")
+    p.add_argument("--with-gt", nargs="?", const="keypoints", metavar="DATA_3D.npz:S/ACTION/CAM",
+                   help="draw and score the 3D ground truth: alone, the keypoint file's "
+                   "positions_3d; or a Human3.6M sequence, e.g. "
+                   "data_3d_h36m.npz:S9/Walking/1")  # fmt: skip
     p.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     return p.parse_args(argv)
 
@@ -104,6 +111,7 @@ def write_outputs(tmp: Path, result: dict, args, resolution, fps: float) -> dict
     path, kept = render_result(
         tmp / "pose3d", result["keypoints_2d"], resolution, result["poses_world"],
         result["interpolated_joints"], video=args.video, fps=fps, video_stats=drawn,
+        truth_world=result.get("poses_world_gt"), captions=result.get("captions"),
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     contact_sheet(kept).save(tmp / "frames.png")
@@ -203,13 +211,37 @@ def lift(args) -> tuple[dict, dict]:
     return result, summary
 
 
+def add_ground_truth(result: dict, summary: dict, truth: np.ndarray, source: str) -> None:
+    """Scores the prediction against `truth`; adds the world-frame truth and captions."""
+    from aptpose_jax.ground_truth import compare
+    from aptpose_jax.world_frame import to_world
+
+    aligned, scores = compare(result["poses_3d"], truth)  # (n, 17, 3) root-relative
+    n, errors = len(aligned), scores["mpjpe_per_frame_mm"]
+    result["poses_3d_gt"] = aligned
+    result["poses_world_gt"] = to_world(aligned)[0]  # same rotation as the prediction
+    result["captions"] = [f"frame {t}: MPJPE {errors[t]:.0f} mm   |   sequence P1 "
+                          f"{scores['p1_mm']:.1f} mm, P2 {scores['p2_mm']:.1f} mm ({n} frames)"
+                          for t in range(n)]  # fmt: skip
+    summary["ground_truth"] = {"source": source, **scores}
+    print(f"against the 3D ground truth ({n} frames): P1 {scores['p1_mm']:.1f} mm, "
+          f"P2 {scores['p2_mm']:.1f} mm")  # fmt: skip
+
+
 def run(args) -> Path:
     t0 = time.perf_counter()
     out = Path(args.out).expanduser().resolve()
     check_out_dir(out)
     if args.video:
         input_checks.check_video_file(args.video)  # before any reading or lifting
+    truth = None
+    if args.with_gt:  # read first: a file without 3D fails before the model loads
+        from aptpose_jax.ground_truth import read_ground_truth
+
+        truth = read_ground_truth(args.with_gt, args.keypoints, args.entry)
     result, summary = lift(args)
+    if truth is not None:
+        add_ground_truth(result, summary, *truth)
     fps = args.fps
     if fps is None and args.video:
         fps = input_checks.video_info(args.video)[1]

@@ -2,10 +2,12 @@
 
 Each frame is two square panels: left, the COCO 2D keypoints (over the video frame when one
 is given; interpolated joints hollow); right, the world-frame 3D skeleton (`world_frame`) from
-a fixed viewpoint (azimuth 70 deg, elevation 15 deg, as VideoPose3D's renderer) over a ground
-grid. Drawing is Pillow on a pre-drawn background (no figure redraw per frame), video frames
-are decoded and scaled by ffmpeg, and the video is encoded by the ffmpeg binary that the
-`imageio-ffmpeg` wheel ships; without it the result is an animated GIF (Pillow).
+a fixed three-quarter viewpoint (45 deg to the side of the camera, 15 deg above) over a ground
+grid. With a 3D ground truth (`infer --with-gt`) a third panel draws it, root-aligned and in
+the same axes, and a caption line under the panels gives the errors. Drawing is Pillow on a
+pre-drawn background (no figure redraw per frame), video frames are decoded and scaled by
+ffmpeg, and the video is encoded by the ffmpeg binary that the `imageio-ffmpeg` wheel ships;
+without it the result is an animated GIF (Pillow).
 `experiments/bench_render.py` measures the frame rate.
 """
 
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from aptpose_jax.datasets.skeleton import H36M_JOINTS_LEFT, H36M_PARENTS
 
@@ -30,13 +32,18 @@ _COCO_LEFT = {1, 3, 5, 7, 9, 11, 13, 15}
 LEFT_COLOUR, RIGHT_COLOUR, MID_COLOUR = (230, 80, 60), (60, 140, 230), (235, 235, 235)
 BACKGROUND = (24, 24, 28)
 RADIUS_M = 1.7  # the 3D view shows a cube of this size around the root (VideoPose3D)
+# The camera of `world_frame.RENDER_ROTATION` looks from azimuth ~66 deg of the world frame
+# (VideoPose3D's 70 deg view is nearly the camera's own): 45 deg off it, a person facing the
+# camera is seen three-quarter, arms and legs apart and depth visible.
+VIEW_AZIM_DEG, VIEW_ELEV_DEG = 21.0, 15.0
+TEXT_COLOUR = (200, 200, 210)
 
 
 def _colour(joint: int, left: set[int]) -> tuple[int, int, int]:
     return LEFT_COLOUR if joint in left else RIGHT_COLOUR
 
 
-def _view_matrix(azim_deg: float = 70.0, elev_deg: float = 15.0) -> np.ndarray:
+def _view_matrix(azim_deg: float = VIEW_AZIM_DEG, elev_deg: float = VIEW_ELEV_DEG) -> np.ndarray:
     """(2, 3) orthographic projection of z-up world points onto screen (right, up)."""
     a, e = np.deg2rad(azim_deg), np.deg2rad(elev_deg)
     right = np.array([-np.sin(a), np.cos(a), 0.0])
@@ -44,14 +51,25 @@ def _view_matrix(azim_deg: float = 70.0, elev_deg: float = 15.0) -> np.ndarray:
     return np.stack([right, up])
 
 
-class PoseRenderer:
-    """Draws result frames of `width` x `height` pixels (two `height`-square panels)."""
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)  # scalable with FreeType (Pillow >= 10.1)
+    except (TypeError, OSError):
+        return ImageFont.load_default()
 
-    def __init__(self, width: int = 1280, height: int = 640, line: int | None = None):
-        self.width, self.height, self.panel = width, height, width // 2
+
+class PoseRenderer:
+    """Draws result frames of `width` x `height` pixels (`panels` side-by-side panels:
+    2D keypoints, 3D prediction and, with `panels=3`, the 3D ground truth)."""
+
+    def __init__(self, width: int = 1280, height: int = 640, line: int | None = None,
+                 panels: int = 2):  # fmt: skip
+        self.width, self.height, self.panels = width, height, panels
+        self.panel = width // panels
         self.line = line or max(2, height // 160)
         self.view = _view_matrix()
         self._scale = 0.84 * min(self.panel, height) / RADIUS_M  # pixels per metre, 3D panel
+        self._font = _font(max(10, height // 32))
         self._background_3d = self._draw_ground()
 
     def _project(self, pts: np.ndarray) -> np.ndarray:
@@ -95,11 +113,13 @@ class PoseRenderer:
             )
         return img
 
-    def panel_3d(self, pose_world: np.ndarray) -> Image.Image:
-        """Right panel: the (17, 3) world-frame H36M skeleton (root over the grid centre)."""
+    def panel_3d(self, pose_world: np.ndarray | None) -> Image.Image:
+        """A 3D panel: the (17, 3) world-frame H36M skeleton (root over the grid centre)."""
+        img = self._background_3d.copy()
+        if pose_world is None:  # e.g. a frame beyond the ground truth's length
+            return img
         centred = pose_world - np.array([pose_world[0, 0], pose_world[0, 1], 0.0])
         pts = self._project(centred)
-        img = self._background_3d.copy()
         draw = ImageDraw.Draw(img)
         left = set(H36M_JOINTS_LEFT)
         for child, parent in enumerate(H36M_PARENTS):
@@ -108,11 +128,23 @@ class PoseRenderer:
                 draw.line([tuple(pts[parent]), tuple(pts[child])], fill=colour, width=self.line + 1)
         return img
 
-    def frame(self, kp2d, resolution, pose_world, filled=None, video_frame=None) -> np.ndarray:
-        """One (height, width, 3) uint8 result frame."""
+    def frame(self, kp2d, resolution, pose_world, filled=None, video_frame=None,
+              truth_world=None, caption: str | None = None) -> np.ndarray:  # fmt: skip
+        """One (height, width, 3) uint8 result frame; `truth_world` goes in the third panel."""
         out = Image.new("RGB", (self.width, self.height))
         out.paste(self.panel_2d(kp2d, resolution, filled, video_frame), (0, 0))
         out.paste(self.panel_3d(pose_world), (self.panel, 0))
+        titles = ["2D keypoints (input)", "3D prediction"]
+        if self.panels > 2:
+            out.paste(self.panel_3d(truth_world), (2 * self.panel, 0))
+            titles.append("3D ground truth")
+        draw = ImageDraw.Draw(out)
+        pad = max(4, self.height // 64)
+        for i, title in enumerate(titles):
+            draw.text((i * self.panel + pad, pad), title, fill=TEXT_COLOUR, font=self._font)
+        if caption:
+            draw.text((pad, self.height - pad), caption, fill=TEXT_COLOUR, font=self._font,
+                      anchor="ld")  # fmt: skip
         return np.asarray(out)
 
     def video_frame_size(self, resolution) -> tuple[int, int]:
@@ -226,6 +258,21 @@ def contact_sheet(frames: list[np.ndarray], columns: int = 2) -> Image.Image:
     return sheet
 
 
+def person_crop(keypoints_px: np.ndarray, resolution) -> tuple[np.ndarray, tuple[int, int]]:
+    """Without a video frame to show, the 2D panel zooms on the square where the person moves
+    over the whole sequence (a fixed crop, 20% margin): returns (shifted keypoints, crop size)."""
+    xy = keypoints_px[..., :2]
+    if not np.isfinite(xy).any():
+        return keypoints_px, resolution
+    lo, hi = np.nanmin(xy, axis=(0, 1)), np.nanmax(xy, axis=(0, 1))  # (2,)
+    side = 1.2 * float(max(hi - lo))
+    if not 0 < side < min(resolution):
+        return keypoints_px, resolution
+    shifted = np.array(keypoints_px, np.float32, copy=True)
+    shifted[..., :2] -= (lo + hi) / 2 - side / 2
+    return shifted, (int(round(side)), int(round(side)))
+
+
 def render_result(
     stem: str | Path,
     keypoints_px: np.ndarray,
@@ -235,9 +282,11 @@ def render_result(
     *,
     video: str | Path | None = None,
     fps: float = 25.0,
-    size: tuple[int, int] = (1280, 640),
+    size: tuple[int, int] | None = None,
     sheet_frames: int = 6,
     video_stats: dict | None = None,
+    truth_world: np.ndarray | None = None,
+    captions: list[str] | None = None,
 ) -> tuple[Path, list[np.ndarray]]:
     """Renders the whole result video and keeps `sheet_frames` evenly spaced frames.
 
@@ -247,22 +296,30 @@ def render_result(
       resolution: (w, h) of the video the keypoints belong to.
       poses_world: (T, 17, 3) world-frame poses drawn on the right.
       filled: optional (T, 17) bool, interpolated joints (drawn hollow).
-      video: the source video, drawn under the keypoints (its frame t under keypoint row t).
+      video: the source video, drawn under the keypoints (its frame t under keypoint row t);
+        without it the 2D panel zooms on the person (`person_crop`).
       fps: frame rate of the output.
-      size: (width, height) of the output frames.
+      size: (width, height) of the output frames (default: 640-pixel square panels).
       video_stats: filled with {"frames": video frames drawn, "more": whether the video has
         frames after the last keypoint frame}. Keypoint frames after the video's last frame
         are drawn on a blank background.
+      truth_world: optional (N, 17, 3) world-frame ground truth, drawn in a third panel
+        (frames t >= N leave it empty).
+      captions: optional per-frame caption lines (drawn under the panels).
 
     Returns:
       (video path, the kept frames for `contact_sheet`).
     """
-    renderer = PoseRenderer(*size)
+    panels = 2 if truth_world is None else 3
+    size = size or (640 * panels, 640)
+    renderer = PoseRenderer(*size, panels=panels)
     n = len(poses_world)
     keep = set(np.linspace(0, n - 1, min(sheet_frames, n)).round().astype(int).tolist())
     frames_in = iter(())
     if video is not None:
         frames_in = read_video_frames(video, renderer.video_frame_size(resolution))
+    else:
+        keypoints_px, resolution = person_crop(keypoints_px, resolution)
     writer = VideoWriter(stem, size, fps)
     kept, drawn = [], 0
     try:
@@ -272,6 +329,8 @@ def render_result(
             f = renderer.frame(
                 keypoints_px[t], resolution, poses_world[t],
                 None if filled is None else filled[t], background,
+                truth_world[t] if truth_world is not None and t < len(truth_world) else None,
+                captions[t] if captions is not None and t < len(captions) else None,
             )  # fmt: skip
             writer.write(f)
             if t in keep:
