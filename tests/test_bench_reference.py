@@ -119,7 +119,7 @@ def test_rows_and_field_names_match_bench_train(bench_reference, stub_checkout, 
 
     bench_train = _load("bench_train")
     times = dict(step_ms=1.0, busy_ms=1.0, device_ms=1.0, input_ms=0.0, warmup_s=0.0)
-    names = set(bench_train._figures("train", 2, None, 0.0, times, 1e9))
+    names = set(bench_train._figures("train", 2, (None, None), 0.0, times, 1e9))
     tree = ast.parse((REPO_ROOT / "experiments" / "bench_train.py").read_text())
     names |= {  # the provenance and head fields: keywords of its dict(...) calls
         kw.arg

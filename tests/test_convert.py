@@ -145,9 +145,13 @@ def test_transfer_count_at_reference_size_is_163():
 
     from aptpose_jax.convert.mapping import torch_key
 
-    k1 = {torch_key(p) for p, _ in nnx.to_flat_state(nnx.state(abstract("pretrain")))}
-    k2 = {torch_key(p) for p, _ in nnx.to_flat_state(nnx.state(abstract("lifter")))}
-    shared = {k for k in k1 & k2 if not k.endswith((".count", ".key"))}
+    from aptpose_jax.models.io import STATE_FILTER
+
+    def keys(stage):  # parameters and BatchNorm statistics (no dropout seeds)
+        flat = nnx.to_flat_state(nnx.state(abstract(stage), STATE_FILTER))
+        return {torch_key(p) for p, _ in flat}
+
+    shared = keys("pretrain") & keys("lifter")
     assert len(shared) + 4 * 3 == 163  # + one num_batches_tracked per shared BatchNorm
 
 

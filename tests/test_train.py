@@ -20,7 +20,7 @@ from aptpose_jax.models import build_model
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-CONFIG_FILES = sorted((REPO_ROOT / "configs").glob("*.py"))
+CONFIG_FILES = sorted(p for p in (REPO_ROOT / "configs").glob("*.py") if p.stem != "__init__")
 
 
 def load_config(name: str, arg: str | None = None):

@@ -28,13 +28,7 @@ import numpy as np
 from flax import nnx
 
 from aptpose_jax.models.attention import attention
-from aptpose_jax.models.kernels import (
-    Compute,
-    counter_bits,
-    dropout_keep_mask,
-    keep_threshold,
-    matmul,
-)
+from aptpose_jax.models.kernels import Compute, dropout_keep_mask, hash_keep_mask, matmul
 
 F32 = jnp.float32
 FP32 = Compute()  # true float32, plain kernels: the default of a layer built on its own
@@ -116,15 +110,16 @@ def hash_dropout(x: jax.Array, seed: jax.Array, rate: float) -> jax.Array:
     return _apply_hash_mask(x, seed, rate)
 
 
-def _apply_hash_mask(x, seed, rate):
-    keep = counter_bits(seed, jax.lax.iota(jnp.uint32, x.size).reshape(x.shape))
-    keep = keep >= keep_threshold(rate)
+def _apply_mask(x: jax.Array, keep: jax.Array, rate: float) -> jax.Array:
+    """Kept entries scaled by 1 / (1 - rate), the others zero."""
     return jnp.where(keep, x * (1.0 / (1.0 - rate)), jnp.zeros((), x.dtype))
 
 
+def _apply_hash_mask(x, seed, rate):
+    return _apply_mask(x, hash_keep_mask(seed, x.shape, rate), rate)
+
+
 def _hash_dropout_fwd(x, seed, rate):
-    if x.size >= 2**32:
-        raise ValueError(f"dropout tensor of {x.size} elements is too large for 32-bit counters")
     return _apply_hash_mask(x, seed, rate), seed
 
 
@@ -162,8 +157,7 @@ class Dropout(nnx.Module):
         seed = stream_seed(self.seed[...], stream)
         if self.kind == "hash":
             return hash_dropout(x, seed, self.rate)
-        keep = dropout_keep_mask(seed, x.shape, self.rate, self.kind)
-        return jnp.where(keep, x * (1.0 / (1.0 - self.rate)), jnp.zeros((), x.dtype))
+        return _apply_mask(x, dropout_keep_mask(seed, x.shape, self.rate, self.kind), self.rate)
 
 
 class LayerNorm(nnx.Module):
