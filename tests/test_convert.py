@@ -144,7 +144,6 @@ def test_transfer_count_at_reference_size_is_163():
         return nnx.eval_shape(lambda: build_model(ModelConfig(stage, 243), nnx.Rngs(0)))
 
     from aptpose_jax.convert.mapping import torch_key
-
     from aptpose_jax.models.io import STATE_FILTER
 
     def keys(stage):  # parameters and BatchNorm statistics (no dropout seeds)
