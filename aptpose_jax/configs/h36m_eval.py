@@ -10,7 +10,7 @@ Masks are drawn in evaluation as the reference does (Q2); --config.masks.in_eval
 evaluates without masks.
 Demo:
   python -m aptpose_jax.main --config=configs/h36m_eval.py:demo --workdir=workdirs/demo/eval
-  Expected: the fine-tuned demo model's table again, P1 about 68 mm, P2 about 47 mm.
+  Expected: the fine-tuned demo model's table again, P1 about 69 mm, P2 about 49 mm.
 """
 
 from aptpose_jax.defaults import apply_h36m_demo, base_config, parse_arg, sibling_workdir

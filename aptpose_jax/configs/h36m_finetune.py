@@ -10,7 +10,7 @@ Demo:
   python -m aptpose_jax.main --config=configs/h36m_finetune.py:demo --workdir=workdirs/demo/finetune
 Expected: P1 around 42-43 mm (CPN, the released APTPose checkpoint encodes 42.60 mm with
 8 layers); the demo run (9 frames, 2000 steps at lr 1.5e-3, `defaults.apply_h36m_demo`; about
-300 CPU-seconds) ends with a per-action table on synthetic data: P1 about 68 mm, P2 about 47 mm
+300 CPU-seconds) ends with a per-action table on synthetic data: P1 about 69 mm, P2 about 49 mm
 (Walking, the hardest class, about 92 mm).
 """
 
